@@ -1,0 +1,154 @@
+"""Speech-encoder specifics on top of ``common.Encoder``.
+
+Three things set speech encoders apart: the convolutional feature encoder that turns raw
+samples into frames is kept frozen by default (Hugging Face's ``--freeze_feature_encoder``,
+SpeechBrain's ``freeze_wav2vec_extractor``); batches carry an attention mask so padding never
+leaks into pooled features; and some regularisers (SpecAugment masking, layerdrop) are config
+attributes that a user tunes per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transferkit.common.encoders import Encoder, EncoderBlock
+
+from .data import receptive_field
+
+# Module names of the waveform front end in the wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio).
+FRONT_END_NAMES = ("feature_extractor",)
+
+
+class AudioEncoder(Encoder):
+    """An :class:`~transferkit.common.Encoder` whose waveform front end can stay frozen under every strategy.
+
+    With ``freeze_front_end`` the front end's parameters are hidden from ``parameters()``,
+    ``named_parameters()`` and ``blocks()``, which is what strategies read: no strategy can
+    switch them back on, and the model's own flag stops gradients from reaching the raw-waveform
+    convolutions at all (on CPUs that backward pass dominates the step).
+
+    Example:
+        >>> from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
+        >>> model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=32, conv_dim=(8,), conv_kernel=(10,), conv_stride=(5,)))
+        >>> enc = AudioEncoder.wrap(Encoder(model.wav2vec2, 32))
+        >>> any("feature_extractor" in n for n, _ in enc.named_parameters())
+        False
+    """
+
+    @classmethod
+    def wrap(cls, encoder: Encoder, freeze_front_end: bool = True) -> AudioEncoder:
+        new = cls(encoder.module, encoder.feature_dim, processor=encoder.processor, forward_fn=encoder._forward_fn,
+                  layers=encoder._layers, spec=encoder.spec, hf_model=encoder.hf_model)
+        new.set_front_end_frozen(freeze_front_end)
+        return new
+
+    def front_end(self) -> nn.Module | None:
+        for name, module in self.module.named_modules():
+            if name.rsplit(".", 1)[-1] in FRONT_END_NAMES:
+                return module
+        return None
+
+    def set_front_end_frozen(self, frozen: bool) -> None:
+        front = self.front_end()
+        self._frozen_ids = {id(p) for p in front.parameters()} if (frozen and front is not None) else set()
+        if front is not None:
+            for p in front.parameters():
+                p.requires_grad_(not frozen)
+            if hasattr(front, "_requires_grad"):  # transformers' own switch: no input gradients either
+                front._requires_grad = not frozen
+
+    @property
+    def front_end_frozen(self) -> bool:
+        return bool(getattr(self, "_frozen_ids", None))
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+                         ) -> Iterator[tuple[str, nn.Parameter]]:
+        frozen = getattr(self, "_frozen_ids", set())
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            if id(p) not in frozen:
+                yield name, p
+
+    def blocks(self) -> list[EncoderBlock]:
+        frozen = getattr(self, "_frozen_ids", set())
+        out = []
+        for b in super().blocks():
+            kept = {n: p for n, p in b.params.items() if id(p) not in frozen}
+            if kept:
+                out.append(EncoderBlock(b.name, kept))
+        return out
+
+
+def default_feature_extractor(sampling_rate: int = 16_000) -> Any:
+    """Zero-mean unit-variance normalisation per clip, attention masks on: wav2vec2's large-model recipe."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
+                                    do_normalize=True, return_attention_mask=True)
+
+
+def min_input_samples(config: Any, mask_time_length: int = 0) -> int:
+    """Shortest clip the model accepts: one frame, or enough frames for one SpecAugment time mask.
+
+    Hugging Face's masking fails on clips barely longer than the mask; padding every clip to
+    this length makes that impossible.
+    """
+    if not hasattr(config, "conv_kernel"):
+        return 0
+    return receptive_field(config, frames=max(1, mask_time_length + 1))
+
+
+def set_regularisation(config: Any, **settings: Any) -> None:
+    """Set SpecAugment / layerdrop attributes (``mask_time_prob``, ``layerdrop``, ...) that the
+    wav2vec2 family reads at forward time; unknown names raise instead of being ignored."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if not hasattr(config, name):
+            raise ValueError(f"{type(config).__name__} has no setting {name!r}")
+        setattr(config, name, value)
+
+
+def enable_layer_sum(model: nn.Module) -> None:
+    """Turn on a learned softmax-weighted sum of all hidden layers (the SUPERB probing protocol).
+
+    ``*ForSequenceClassification`` models read ``config.use_weighted_layer_sum`` at forward time and
+    own ``layer_weights``; adding them after loading keeps any checkpoint usable.
+    """
+    config = model.config
+    if not hasattr(model, "layer_weights") or model.layer_weights is None:
+        n = config.num_hidden_layers + 1  # the embedding output counts as a layer
+        model.layer_weights = nn.Parameter(torch.ones(n) / n)
+    config.use_weighted_layer_sum = True
+
+
+class AudioCollator:
+    """Pads a list of dataset rows into model inputs with the encoder's feature extractor.
+
+    ``targets`` maps a row's target to what the loss needs: a label id (classification) or a
+    list of token ids (CTC, padded here with -100).
+    """
+
+    def __init__(self, feature_extractor: Any, sampling_rate: int, targets: Any = None, ctc: bool = False) -> None:
+        self.feature_extractor = feature_extractor
+        self.sampling_rate = sampling_rate
+        self.targets = targets
+        self.ctc = ctc
+
+    def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        waves = [np.asarray(r["input_values"], dtype=np.float32) for r in rows]
+        feats = self.feature_extractor(waves, sampling_rate=self.sampling_rate, padding=True,
+                                       return_attention_mask=True, return_tensors="pt")
+        batch = {k: v for k, v in feats.items() if torch.is_tensor(v)}
+        if self.targets is not None:
+            ys = [self.targets(r["target"]) for r in rows]
+            if self.ctc:
+                width = max(len(y) for y in ys)
+                batch["labels"] = torch.tensor([list(y) + [-100] * (width - len(y)) for y in ys], dtype=torch.long)
+            else:
+                batch["labels"] = torch.tensor(ys, dtype=torch.long)
+        return batch

@@ -1,0 +1,326 @@
+"""Pretrained encoders behind one contract.
+
+An :class:`Encoder` is the pretrained body of a model: it maps inputs to pooled features of
+size ``feature_dim``, lists its parameters as ordered ``blocks()`` (input side first) so that
+strategies can freeze or rate them by depth, and carries the ``processor`` that prepares its
+inputs. :func:`load_encoder` builds one from a Hub id, a local Hugging Face folder, a
+``torchvision:<name>`` spec with a local weights file, or any ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# Names under which transformers' *For{Image,Audio}Classification models keep their final layer.
+_HEAD_NAMES = ("classifier", "head", "fc")
+
+
+class EncoderNotFoundError(OSError):
+    """Raised when a model id cannot be resolved offline or on the Hub."""
+
+
+@dataclass
+class EncoderBlock:
+    """A named, ordered group of encoder parameters (an embedding stem, one layer, the top norm)."""
+
+    name: str
+    params: dict[str, nn.Parameter] = field(default_factory=dict)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.params.values())
+
+
+class Encoder(nn.Module):
+    """A pretrained body that maps inputs to pooled features.
+
+    Args:
+        module: the network. Its parameters are the encoder's parameters.
+        feature_dim: size of the pooled feature vector ``forward`` returns.
+        processor: the object that prepares raw inputs for this encoder (an image processor or
+            feature extractor for Hugging Face models; ``None`` where the caller prepares inputs).
+        forward_fn: ``forward_fn(module, *args, **kwargs) -> (batch, feature_dim)``; default calls
+            the module and pools a 3-D or 4-D output by averaging.
+        layers: the module list that holds the repeated blocks, if known; found automatically.
+        spec: where the encoder came from, for model cards and fingerprints.
+        hf_model: the Hugging Face ``*ForXClassification`` model whose classifier was removed,
+            when there is one; export puts a trained head back into it.
+
+    Example:
+        >>> body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+        >>> enc = Encoder(body, feature_dim=16)
+        >>> enc(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 16])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        feature_dim: int,
+        *,
+        processor: Any = None,
+        forward_fn: Callable[..., torch.Tensor] | None = None,
+        layers: nn.ModuleList | nn.Sequential | None = None,
+        spec: str | None = None,
+        hf_model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive integer, got {feature_dim}")
+        self.module = module
+        self.feature_dim = int(feature_dim)
+        self.processor = processor
+        self.spec = spec or type(module).__name__
+        self._forward_fn = forward_fn or _default_forward
+        # Both are views into `module`: kept outside the module tree so no weight is registered twice.
+        self.__dict__["_layers"] = layers
+        self.__dict__["hf_model"] = hf_model
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._forward_fn(self.module, *args, **kwargs)
+
+    def blocks(self) -> list[EncoderBlock]:
+        """Ordered parameter groups, input side first: stem, each repeated layer, top."""
+        layers = self._layers if self._layers is not None else _find_layers(self.module)
+        named = list(self.module.named_parameters())
+        if layers is None or len(layers) == 0:
+            return _blocks_from_children(self.module)
+        layer_param_ids = [{id(p) for p in layer.parameters()} for layer in layers]
+        all_layer_ids = set().union(*layer_param_ids)
+        stem, top = EncoderBlock("stem"), EncoderBlock("top")
+        seen_layer = False
+        for name, p in named:
+            if id(p) in all_layer_ids:
+                seen_layer = True
+            elif seen_layer:
+                top.params[name] = p
+            else:
+                stem.params[name] = p
+        by_id = {id(p): n for n, p in named}
+        blocks = [stem] + [
+            EncoderBlock(f"layer{i}", {by_id[id(p)]: p for p in layer.parameters() if id(p) in by_id})
+            for i, layer in enumerate(layers)
+        ] + [top]
+        return [b for b in blocks if b.params]
+
+    def fingerprint(self) -> str:
+        """A hash of every parameter and buffer: equal fingerprints mean equal outputs."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.spec.encode())
+        for name, t in sorted(self.module.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+
+def _default_forward(module: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+    out = module(*args, **kwargs)
+    if hasattr(out, "logits"):
+        out = out.logits
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 4:  # (B, C, H, W) feature map
+        out = out.mean(dim=(2, 3))
+    elif out.dim() == 3:  # (B, T, D) sequence
+        out = out.mean(dim=1)
+    elif out.dim() != 2:
+        raise ValueError(f"encoder output has shape {tuple(out.shape)}; expected (batch, features)")
+    return out
+
+
+def _find_layers(module: nn.Module) -> nn.ModuleList | nn.Sequential | None:
+    """The module list holding most of the parameters: a transformer's layers, a CNN's stages."""
+    total = sum(p.numel() for p in module.parameters())
+    best, best_n = None, 0
+    for _, m in module.named_modules():
+        if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1 and m is not module:
+            n = sum(p.numel() for p in m.parameters())
+            if n > best_n:
+                best, best_n = m, n
+    # A small list (a conv stem, a head MLP) is not the backbone; fall back to top-level children.
+    return best if best is not None and best_n >= 0.5 * total else None
+
+
+def _blocks_from_children(module: nn.Module) -> list[EncoderBlock]:
+    blocks, assigned = [], set()
+    for cname, child in module.named_children():
+        params = {f"{cname}.{n}": p for n, p in child.named_parameters()}
+        if params:
+            blocks.append(EncoderBlock(cname, params))
+            assigned.update(id(p) for p in params.values())
+    loose = {n: p for n, p in module.named_parameters() if id(p) not in assigned}
+    if loose:  # parameters registered directly on the module (a class token, a scale)
+        blocks.insert(0, EncoderBlock("stem", loose))
+    return blocks
+
+
+def _take_head(model: nn.Module) -> tuple[str, int]:
+    """Replace the final linear layer of a classification model with Identity; return (path, in_features)."""
+    for name in _HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear):
+            setattr(model, name, nn.Identity())
+            return name, head.in_features
+        if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
+            idx = len(head) - 1
+            in_features = head[idx].in_features
+            head[idx] = nn.Identity()
+            return f"{name}.{idx}", in_features
+    raise ValueError(f"cannot find the classification layer of {type(model).__name__} (looked for {_HEAD_NAMES})")
+
+
+def _hf_task(config: Any) -> str:
+    if hasattr(config, "conv_dim") or "audio" in type(config).__name__.lower() or hasattr(config, "num_mel_bins"):
+        return "audio"
+    return "image"
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: we replace it
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str | None) -> Encoder:
+    from transformers import (
+        AutoConfig,
+        AutoFeatureExtractor,
+        AutoImageProcessor,
+        AutoModelForAudioClassification,
+        AutoModelForImageClassification,
+    )
+
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        config = AutoConfig.from_pretrained(spec, **kwargs)
+    except OSError as err:
+        local = Path(spec).expanduser().exists()
+        where = "the folder has no config.json" if local else "it is not a local folder and the Hub could not be reached"
+        offline = " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        raise EncoderNotFoundError(
+            f"Cannot load encoder {spec!r}: {where}{offline}; download it once with "
+            f"`hf download {spec} --local-dir DIR` and pass that DIR instead."
+        ) from err
+    task = task or _hf_task(config)
+    auto = AutoModelForImageClassification if task == "image" else AutoModelForAudioClassification
+    with _quiet_transformers():
+        model = auto.from_pretrained(spec, config=config, **kwargs)
+    head_path, dim = _take_head(model)
+    model.config.transferkit_head = head_path
+    processor = None
+    loader = AutoImageProcessor if task == "image" else AutoFeatureExtractor
+    try:
+        processor = loader.from_pretrained(spec, **kwargs)
+    except (OSError, ValueError, KeyError):
+        log.warning("%s has no preprocessor config; the caller must prepare inputs", spec)
+
+    def forward(m: nn.Module, *args: Any, **kw: Any) -> torch.Tensor:
+        return m(*args, **kw).logits  # the classifier is Identity: these are the pooled features
+
+    return Encoder(model, dim, processor=processor, forward_fn=forward, spec=spec, hf_model=model,
+                   layers=_find_layers(model.base_model))
+
+
+def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    # DataParallel checkpoints prefix every key with "module."
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_torchvision(name: str, weights: str | os.PathLike | None) -> Encoder:
+    import torchvision
+    from transformers import ViTImageProcessor
+
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError as err:
+        raise ValueError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()") from err
+    if weights is None:
+        log.warning("torchvision:%s without weights= starts from random initialisation", name)
+    else:
+        missing, unexpected = model.load_state_dict(_load_state_file(weights), strict=False)
+        if unexpected or [k for k in missing if not k.startswith(("fc.", "classifier.", "heads."))]:
+            raise ValueError(f"weights {weights} do not match torchvision:{name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for attr in ("fc", "classifier", "heads"):
+        if hasattr(model, attr):
+            _, dim = _take_head(model) if attr != "heads" else (None, model.heads[-1].in_features)
+            if attr == "heads":
+                model.heads[-1] = nn.Identity()
+            break
+    else:
+        raise ValueError(f"torchvision:{name} has no fc/classifier/heads layer to replace")
+    processor = ViTImageProcessor(size={"height": 224, "width": 224},
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return Encoder(model, dim, processor=processor, spec=f"torchvision:{name}")
+
+
+def load_encoder(
+    spec: str | os.PathLike | nn.Module | Encoder,
+    *,
+    task: str | None = None,
+    feature_dim: int | None = None,
+    weights: str | os.PathLike | None = None,
+    processor: Any = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> Encoder:
+    """Load a pretrained encoder.
+
+    Args:
+        spec: a Hub id (``"google/vit-base-patch16-224-in21k"``), a local folder in Hugging Face
+            format, ``"torchvision:<name>"`` (with ``weights``), an ``nn.Module`` (with
+            ``feature_dim``) or an :class:`Encoder`, returned as is.
+        task: ``"image"`` or ``"audio"`` for Hugging Face models (inferred from the config).
+        feature_dim: output size of a plain ``nn.Module``.
+        weights: a local ``.pt``/``.pth``/``.safetensors`` file for ``torchvision:`` specs or modules.
+        processor: overrides the processor that comes with the model.
+        trust_remote_code: allow code from the model repository to run (off by default).
+        revision: Hub revision (branch, tag or commit).
+
+    Example:
+        >>> enc = load_encoder(nn.Sequential(nn.Flatten(), nn.Linear(12, 4)), feature_dim=4)
+        >>> enc.feature_dim
+        4
+    """
+    if isinstance(spec, Encoder):
+        return spec
+    if isinstance(spec, nn.Module):
+        if feature_dim is None:
+            raise ValueError("pass feature_dim= with an nn.Module encoder: the size of the features it returns")
+        if weights is not None:
+            spec.load_state_dict(_load_state_file(weights))
+        return Encoder(spec, feature_dim, processor=processor, spec=type(spec).__name__)
+    spec = str(spec)
+    if spec.startswith("torchvision:"):
+        enc = _load_torchvision(spec.split(":", 1)[1], weights)
+    else:
+        enc = _load_hf(spec, task, trust_remote_code, revision)
+    if processor is not None:
+        enc.processor = processor
+    return enc

@@ -1,0 +1,103 @@
+"""On-disk cache of frozen-encoder features.
+
+A linear probe only needs the encoder's outputs once: they are stored under a key made of the
+encoder's weights, the data and the preprocessing, and every later epoch or run reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts, bytes, numpy arrays or tensors."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        if hasattr(part, "tobytes") and hasattr(part, "dtype"):
+            h.update(str((part.dtype, part.shape)).encode())
+            h.update(part.tobytes())
+        elif isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Pooled encoder outputs of a dataset, stored as safetensors under ``root``.
+
+    Example:
+        >>> cache = FeatureCache("runs/features")  # doctest: +SKIP
+        >>> feats, labels = cache.get_or_compute(encoder, dataset, collate_fn=collate,
+        ...                                      key_parts=(encoder.fingerprint(), data_fp, prep_fp))  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def get_or_compute(
+        self,
+        encoder: torch.nn.Module,
+        dataset: Sequence,
+        *,
+        collate_fn: Callable,
+        key_parts: Sequence[Any],
+        batch_size: int = 64,
+        device: torch.device | str | None = None,
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of ``dataset``: read from disk, or computed once and stored.
+
+        ``collate_fn`` must return a dict of encoder inputs plus ``labels``.
+        """
+        from safetensors.torch import load_file, save_file
+        from tqdm.auto import tqdm
+
+        key = fingerprint(*key_parts)
+        path = self.path(key)
+        if path.exists():
+            self.hits += 1
+            data = load_file(str(path))
+            return data["features"], data["labels"]
+        self.misses += 1
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        was_training = encoder.training
+        encoder.eval().to(device)
+        feats, labels = [], []
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="encoding features", disable=not progress, leave=False):
+                labels.append(batch.pop("labels"))
+                inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                feats.append(encoder(**inputs).float().cpu())
+        encoder.train(was_training)
+        features, labels_t = torch.cat(feats), torch.cat(labels)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": features.contiguous(), "labels": labels_t.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+        log.info("cached %d feature vectors at %s", len(features), path)
+        return features, labels_t
+
+    @staticmethod
+    def as_dataset(features: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
+        return TensorDataset(features, labels)

@@ -1,0 +1,338 @@
+"""The one training loop: Accelerate for devices and precision, exact resume, honest logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .config import TrainConfig
+from .precision import resolve_mixed_precision
+from .sampling import EpochSampler, LengthGroupedSampler
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module, Any], dict]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-epoch history, the best epoch and metric, and how many steps it skipped."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    skipped_steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    output_dir: str = ""
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak rate: linear warmup, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _default_workers(requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    # On a CPU the loader would compete with the model for the same cores.
+    return min(8, max(1, (os.cpu_count() or 2) // 2)) if torch.cuda.is_available() else 0
+
+
+def _make_accelerator(mixed_precision: str, grad_accum: int):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    state = AcceleratorState._shared_state
+    # One process may train several models with different precision (a demo, a test suite);
+    # Accelerate keeps its state in a singleton, so reset it when a single process asks for a change.
+    if state and state.get("_mixed_precision") not in (None, mixed_precision) and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
+class Trainer:
+    """Trains ``model`` with the groups a strategy chose.
+
+    Args:
+        model: the module to train; ``compute_loss(model, batch)`` returns a scalar loss.
+        config: the run's :class:`TrainConfig` (output_dir, epochs, schedule, precision...).
+        compute_loss: loss of one batch. Compute a loss that must stay in fp32 (CTC) outside
+            autocast yourself; a non-finite loss skips the step and is counted.
+        param_groups: AdamW groups with peak ``lr`` (default: all trainable parameters at ``lr``).
+        evaluate: ``evaluate(model, loader) -> {metric: value}``, called in eval mode without
+            gradients after every epoch; it should aggregate as it goes, never keep all outputs.
+
+    Example:
+        >>> model = nn.Linear(4, 2)
+        >>> data = [{"x": torch.randn(4), "y": i % 2} for i in range(16)]
+        >>> loss = lambda m, b: nn.functional.cross_entropy(m(b["x"]), b["y"])
+        >>> cfg = TrainConfig(output_dir=str(tmp), epochs=2, batch_size=8, progress=False)  # doctest: +SKIP
+        >>> Trainer(model, cfg, compute_loss=loss).fit(data).final["train_loss"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        compute_loss: LossFn,
+        param_groups: list[dict] | None = None,
+        evaluate: EvalFn | None = None,
+        run_info: dict | None = None,
+    ) -> None:
+        self.model, self.config = model, config
+        self.compute_loss, self.evaluate_fn = compute_loss, evaluate
+        self.param_groups = param_groups or [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "weight_decay": config.weight_decay}
+        ]
+        if not any(p.requires_grad for g in self.param_groups for p in g["params"]):
+            raise ValueError("no parameter is trainable: the strategy froze everything")
+        self.run_info = run_info or {}
+        self.out = Path(config.output_dir)
+        self.mixed_precision = resolve_mixed_precision(config.mixed_precision)
+        self.accelerator = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def _last(self) -> Path:
+        return self.out / "checkpoints" / "last"
+
+    def _save_checkpoint(self, state: dict) -> None:
+        """Write the checkpoint to a temporary folder, then swap it in: a kill never leaves half a checkpoint."""
+        acc = self.accelerator
+        tmp, old = self._last.with_name(".last.tmp"), self._last.with_name(".last.old")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            if self._last.exists():
+                os.replace(self._last, old)
+            os.replace(tmp, self._last)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _resume_dir(self) -> Path | None:
+        for d in (self._last, self._last.with_name(".last.old")):
+            if (d / "trainer_state.json").exists():
+                return d
+        return None
+
+    def _save_best(self) -> None:
+        from safetensors.torch import save_model
+
+        if self.accelerator.is_main_process:
+            path = self.out / "checkpoints" / "best.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_model(self.accelerator.unwrap_model(self.model), str(path.with_suffix(".tmp")))
+            os.replace(path.with_suffix(".tmp"), path)
+
+    def _load_best(self) -> None:
+        from safetensors.torch import load_model
+
+        path = self.out / "checkpoints" / "best.safetensors"
+        if path.exists():
+            load_model(self.accelerator.unwrap_model(self.model), str(path))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        train_dataset: Dataset | Sequence,
+        eval_dataset: Dataset | Sequence | None = None,
+        *,
+        collate_fn: Callable | None = None,
+        eval_collate_fn: Callable | None = None,
+        lengths: Sequence[int] | None = None,
+    ) -> TrainResult:
+        """Train for ``config.epochs`` epochs (or until early stopping) and keep the best weights.
+
+        ``eval_collate_fn`` (default ``collate_fn``) prepares evaluation batches, without augmentation.
+        ``lengths`` (one per example) enables length-grouped batches when ``config.group_by_length``.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if len(train_dataset) == 0:
+            raise ValueError("the training set is empty")
+        self._upcast_half_trainables()
+        acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps)
+        torch.manual_seed(cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.out / "config.json", resolved_mixed_precision=self.mixed_precision,
+                 device=str(acc.device), num_processes=acc.num_processes, **self.run_info)
+
+        if cfg.group_by_length and lengths is not None:
+            sampler = LengthGroupedSampler(lengths, cfg.batch_size, cfg.seed)
+        else:
+            sampler = EpochSampler(len(train_dataset), cfg.seed)
+        workers = _default_workers(cfg.num_workers)
+        loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda",
+                     "persistent_workers": workers > 0}
+        train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
+        eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
+                                  collate_fn=eval_collate_fn or collate_fn, **loader_kw)
+                       if eval_dataset is not None else None)
+        optimizer = torch.optim.AdamW(self.param_groups, lr=cfg.lr)
+        steps_per_epoch = math.ceil(math.ceil(len(train_dataset) / cfg.batch_size / acc.num_processes) / cfg.grad_accum_steps)
+        total = steps_per_epoch * cfg.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, int(cfg.warmup_ratio * total)))
+        model, optimizer, train_loader, scheduler = acc.prepare(self.model, optimizer, train_loader, scheduler)
+        if eval_loader is not None:
+            eval_loader = acc.prepare(eval_loader)
+        self.model = model
+
+        state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "skipped": 0}
+        resume_from = self._resume_dir() if cfg.resume else None
+        if resume_from is not None:
+            acc.load_state(str(resume_from))
+            state = json.loads((resume_from / "trainer_state.json").read_text())
+            log.info("resumed from %s after epoch %d", resume_from, state["epoch"])
+        elif cfg.resume:
+            log.info("resume=True but %s holds no checkpoint: starting fresh", self._last)
+
+        start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in state["history"])
+        params = [p for g in self.param_groups for p in g["params"]]
+        stopped = False
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
+                stopped = True
+                break
+            sampler.set_epoch(epoch)
+            model.train()
+            t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
+            bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
+                       leave=False, dynamic_ncols=True)
+            for batch in bar:
+                with acc.accumulate(model):
+                    with acc.autocast():
+                        loss = self.compute_loss(model, batch)
+                    if not self._all_finite(loss):
+                        # A non-finite loss would poison the weights (the fp16 CTC failure): skip the step.
+                        state["skipped"] += 1
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.item()
+                n_steps += 1
+                seen += _batch_size(batch)
+                bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": loss_sum / max(1, n_steps), "lr": scheduler.get_last_lr()[0],
+                   "seconds": seconds, "samples_per_s": seen * acc.num_processes / max(seconds, 1e-9),
+                   "skipped_steps": state["skipped"]}
+            if eval_loader is not None:
+                row.update(self._evaluate(model, eval_loader))
+            state["history"].append(row)
+            state["epoch"] = epoch
+            if eval_loader is not None:
+                self._track_best(state, row)
+            if cfg.save_checkpoints:
+                self._save_checkpoint(state)
+            self._write_metrics(state["history"])
+            log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
+            stopped = True
+        if eval_loader is not None and state["best_epoch"] is not None:
+            self._load_best()
+        acc.wait_for_everyone()
+        self.model = acc.unwrap_model(model)
+        self._plot(state["history"])
+        return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+                           skipped_steps=state["skipped"], stopped_early=stopped,
+                           seconds=time.perf_counter() - start, output_dir=str(self.out))
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
+        if self.accelerator.num_processes > 1:  # every process must agree, or DDP hangs
+            finite = self.accelerator.reduce(finite, reduction="min")
+        return bool(finite.item())
+
+    def _evaluate(self, model: nn.Module, loader: DataLoader) -> dict:
+        model.eval()
+        with torch.no_grad(), self.accelerator.autocast():
+            if self.evaluate_fn is not None:
+                metrics = self.evaluate_fn(model, loader)
+            else:
+                total, n = 0.0, 0
+                for batch in loader:
+                    total += self.compute_loss(model, batch).item()
+                    n += 1
+                metrics = {"eval_loss": total / max(1, n)}
+        model.train()
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _track_best(self, state: dict, row: dict) -> None:
+        metric = self.config.metric_for_best
+        if metric not in row:
+            raise ValueError(f"metric_for_best={metric!r} is not among the evaluation metrics {sorted(row)}")
+        value, best = row[metric], state["best_metric"]
+        better = best is None or (value > best if self.config.greater_is_better else value < best)
+        if better:
+            state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, row["epoch"], 0
+            self._save_best()
+        else:
+            state["bad_epochs"] += 1
+
+    def _write_metrics(self, history: list[dict]) -> None:
+        if self.accelerator.is_main_process:
+            tmp = self.out / "metrics.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+            os.replace(tmp, self.out / "metrics.jsonl")
+
+    def _plot(self, history: list[dict]) -> None:
+        if self.accelerator.is_main_process and history:
+            from .report import plot_learning_curve
+
+            plot_learning_curve(history, self.out / "learning_curve.png", metric=self.config.metric_for_best)
+
+    def _upcast_half_trainables(self) -> None:
+        # A model loaded in fp16 cannot be trained with AMP ("Attempting to unscale FP16 gradients"):
+        # keep the trainable weights in fp32 and let autocast do the half-precision math.
+        n = 0
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
+                    p.data = p.data.float()
+                    n += 1
+        if n:
+            log.info("cast %d half-precision trainable tensors to fp32 for mixed-precision training", n)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    return int(batch.shape[0]) if hasattr(batch, "shape") and batch.dim() else 1

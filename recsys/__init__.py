@@ -1,0 +1,44 @@
+"""Recommendation transfer: carry pretrained user/item embedding tables into new models."""
+
+from .baselines import popularity, random_tables
+from .content import ContentMapper
+from .data import Interactions, Split, confidence, leave_k_out, random_split, split_by_time
+from .metrics import (
+    auc,
+    coverage_at_k,
+    evaluate,
+    map_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    precision_at_k_implicit,
+    recall_at_k,
+)
+from .pretrain import pretrain
+from .tables import EmbeddingTables
+from .transfer import align, cross_domain, fold_in_users, warm_start
+
+__all__ = [
+    "ContentMapper",
+    "EmbeddingTables",
+    "Interactions",
+    "Split",
+    "align",
+    "auc",
+    "confidence",
+    "coverage_at_k",
+    "cross_domain",
+    "evaluate",
+    "fold_in_users",
+    "leave_k_out",
+    "map_at_k",
+    "ndcg_at_k",
+    "popularity",
+    "precision_at_k",
+    "precision_at_k_implicit",
+    "pretrain",
+    "random_split",
+    "random_tables",
+    "recall_at_k",
+    "split_by_time",
+    "warm_start",
+]

@@ -1,0 +1,247 @@
+"""Image sources (folder, CSV manifest, ``datasets.Dataset``, in-memory) with safe decoding.
+
+Every source becomes an :class:`ImageSet`: a sequence of (image, label name) pairs whose
+images are decoded lazily. Files that are not images are skipped and counted; files that claim
+to be images but cannot be decoded are reported by name, never passed on as a crash in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from transferkit.common.features import fingerprint
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Decoding an image larger than this is refused: a "decompression bomb" can exhaust memory.
+MAX_PIXELS = 89_478_485  # Pillow's own default limit (~ 9459 x 9459)
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be used; the message names the file."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit grey is rescaled, transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_image(source: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a path, bytes, array or PIL image into an RGB PIL image, or raise :class:`ImageDecodeError`."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, dict):  # datasets' Image feature without decoding: {"bytes": ..., "path": ...}
+        source = source.get("bytes") or source.get("path")
+    if isinstance(source, bytes):
+        import io
+
+        name, fp = "<bytes>", io.BytesIO(source)
+    else:
+        name, fp = str(source), source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} "
+                                       "(possible decompression bomb); raise max_pixels if the file is trusted")
+            img.load()  # full decode: a truncated file fails here, not inside a training step
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(f"{name}: not a readable image ({err})") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"{name}: corrupt or truncated image ({err})") from err
+    if img.size[0] < 1 or img.size[1] < 1:
+        raise ImageDecodeError(f"{name}: image has no pixels")
+    return to_rgb(img)
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        raise ImageDecodeError(f"array of shape {arr.shape} is not an image (expected HxW, HxWxC or CxHxW)")
+    if arr.dtype != np.uint8:
+        a = arr.astype(np.float64)
+        scale = 255.0 if a.max() <= 1.0 else (65535.0 if a.max() > 255 else 255.0) / 255.0
+        arr = np.clip(a * scale if a.max() <= 1.0 else a / scale, 0, 255).astype(np.uint8)
+    return to_rgb(Image.fromarray(arr))
+
+
+class ImageSet(Sequence):
+    """Images (paths or in-memory) with label names; decoded on access.
+
+    Example:
+        >>> ds = ImageSet.from_arrays(np.zeros((4, 8, 8), np.uint8), ["a", "b", "a", "b"])
+        >>> ds.labels, len(ds)
+        (['a', 'b'], 4)
+    """
+
+    def __init__(self, items: Sequence[Any], targets: Sequence[str] | None, *, max_pixels: int = MAX_PIXELS,
+                 skipped: dict[str, int] | None = None, origin: str = "memory") -> None:
+        if targets is not None and len(items) != len(targets):
+            raise ValueError(f"got {len(items)} images but {len(targets)} labels")
+        self.items, self.max_pixels, self.origin = list(items), max_pixels, origin
+        self.targets = [str(t) for t in targets] if targets is not None else None
+        self.skipped = dict(skipped or {})
+
+    @property
+    def labels(self) -> list[str]:
+        """Sorted distinct label names."""
+        return sorted(set(self.targets or []))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, str | None]:  # type: ignore[override]
+        return load_image(self.items[i], max_pixels=self.max_pixels), (self.targets[i] if self.targets else None)
+
+    def fingerprint(self) -> str:
+        """Changes whenever a file, its content or a label changes."""
+        parts = []
+        for item in self.items:
+            if isinstance(item, (str, os.PathLike)):
+                st = os.stat(item)
+                parts.append((str(item), st.st_size, st.st_mtime_ns))
+            elif isinstance(item, Image.Image):
+                parts.append(fingerprint(np.asarray(item)))
+            elif isinstance(item, np.ndarray):
+                parts.append(fingerprint(item))
+            else:
+                parts.append(fingerprint(item))
+        return fingerprint(parts, self.targets)
+
+    def validate(self) -> ImageSet:
+        """Decode every image once; undecodable ones are dropped, counted and logged by name."""
+        keep_items, keep_targets, bad = [], [], []
+        for i, item in enumerate(self.items):
+            try:
+                load_image(item, max_pixels=self.max_pixels)
+            except ImageDecodeError as err:
+                bad.append(str(err))
+                continue
+            keep_items.append(item)
+            if self.targets:
+                keep_targets.append(self.targets[i])
+        for msg in bad:
+            log.warning("skipping %s", msg)
+        skipped = {**self.skipped, "undecodable": self.skipped.get("undecodable", 0) + len(bad)}
+        return ImageSet(keep_items, keep_targets if self.targets else None, max_pixels=self.max_pixels,
+                        skipped=skipped, origin=self.origin)
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, *, validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
+        """``root/<label>/<image>``: one sub-folder per class. Non-image files are skipped and counted."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise ValueError(f"{root} has no class sub-folders; expected {root}/<label>/<image files>")
+        items, targets, not_images = [], [], 0
+        for d in classes:
+            files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+            images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+            for f in files:
+                if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    log.warning("skipping %s: not an image file (extension %r)", f, f.suffix)
+            not_images += len(files) - len(images)
+            if not images:
+                raise ValueError(f"class folder {d} contains no images; remove it or add images")
+            items += [str(f) for f in images]
+            targets += [d.name] * len(images)
+        ds = cls(items, targets, max_pixels=max_pixels, skipped={"not_image": not_images}, origin=str(root))
+        return ds.validate() if validate else ds
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, *, path_column: str = "path", label_column: str = "label",
+                 validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
+        """A CSV with a path column (relative to the CSV's folder or absolute) and a label column."""
+        import pandas as pd
+
+        df = pd.read_csv(path)
+        missing = [c for c in (path_column, label_column) if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {missing}; it has {list(df.columns)}")
+        base = Path(path).parent
+        items = [str(p if Path(p).is_absolute() else base / p) for p in df[path_column].astype(str)]
+        absent = [p for p in items if not Path(p).exists()]
+        for p in absent:
+            log.warning("skipping %s: listed in %s but missing", p, path)
+        keep = [i for i, p in enumerate(items) if Path(p).exists()]
+        ds = cls([items[i] for i in keep], [str(df[label_column].iloc[i]) for i in keep], max_pixels=max_pixels,
+                 skipped={"missing": len(absent)}, origin=str(path))
+        return ds.validate() if validate else ds
+
+    @classmethod
+    def from_hf(cls, dataset: Any, *, image_column: str = "image", label_column: str = "label") -> ImageSet:
+        """A ``datasets.Dataset``; ClassLabel integers become their names. Columns are only read, never dropped."""
+        for col in (image_column, label_column):
+            if col not in dataset.column_names:
+                raise ValueError(f"dataset has no column {col!r}; it has {dataset.column_names}")
+        feature = dataset.features[label_column]
+        labels = dataset[label_column]
+        names = getattr(feature, "names", None)
+        targets = [names[v] if names else str(v) for v in labels]
+        return cls(_HFColumn(dataset, image_column), targets, origin="datasets.Dataset")
+
+    @classmethod
+    def from_arrays(cls, images: Sequence[Any], labels: Sequence[Any] | None = None) -> ImageSet:
+        """In-memory PIL images or numpy arrays (HxW, HxWxC or CxHxW; uint8, 16-bit or floats in [0, 1])."""
+        return cls(list(images), labels)
+
+
+class _HFColumn(Sequence):
+    """Lazy view of one column of a datasets.Dataset (decoding happens row by row)."""
+
+    def __init__(self, dataset: Any, column: str) -> None:
+        self.dataset, self.column = dataset, column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.dataset[int(i)][self.column]
+
+
+def as_image_set(data: Any, labels: Sequence[Any] | None = None) -> ImageSet:
+    """Accept any supported source: ImageSet, folder path, CSV path, datasets.Dataset, or images + labels."""
+    if isinstance(data, ImageSet):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        p = Path(data)
+        if p.is_dir():
+            return ImageSet.from_folder(p)
+        if p.suffix.lower() in (".csv", ".tsv"):
+            return ImageSet.from_csv(p)
+        raise ValueError(f"{p} is neither an image folder nor a CSV manifest")
+    if hasattr(data, "column_names") and hasattr(data, "features"):
+        return ImageSet.from_hf(data)
+    if isinstance(data, tuple) and len(data) == 2 and labels is None:
+        return ImageSet.from_arrays(*data)
+    return ImageSet.from_arrays(list(data), labels)
