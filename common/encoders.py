@@ -126,6 +126,9 @@ class Encoder(nn.Module):
 
 
 def _default_forward(module: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+    if not args and len(kwargs) == 1:
+        # Plain modules take their input positionally; domain code passes it by name (pixel_values=...).
+        args, kwargs = (next(iter(kwargs.values())),), {}
     out = module(*args, **kwargs)
     if hasattr(out, "logits"):
         out = out.logits
@@ -264,7 +267,9 @@ def _load_torchvision(name: str, weights: str | os.PathLike | None) -> Encoder:
     if weights is None:
         log.warning("torchvision:%s without weights= starts from random initialisation", name)
     else:
-        missing, unexpected = model.load_state_dict(_load_state_file(weights), strict=False)
+        # The old classifier is dropped anyway; its shape may differ (another number of classes).
+        state = {k: v for k, v in _load_state_file(weights).items() if not k.startswith(("fc.", "classifier.", "heads."))}
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith(("fc.", "classifier.", "heads."))]:
             raise ValueError(f"weights {weights} do not match torchvision:{name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for attr in ("fc", "classifier", "heads"):

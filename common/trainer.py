@@ -132,7 +132,7 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            (tmp / "trainer_state.json").write_text(json.dumps({**state, "rng": _rng_state()}))
             if self._last.exists():
                 os.replace(self._last, old)
             os.replace(tmp, self._last)
@@ -213,6 +213,7 @@ class Trainer:
         if resume_from is not None:
             acc.load_state(str(resume_from))
             state = json.loads((resume_from / "trainer_state.json").read_text())
+            _set_rng_state(state.pop("rng"))
             log.info("resumed from %s after epoch %d", resume_from, state["epoch"])
         elif cfg.resume:
             log.info("resume=True but %s holds no checkpoint: starting fresh", self._last)
@@ -224,6 +225,10 @@ class Trainer:
             if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
                 stopped = True
                 break
+            # Accelerate's loader counts its own iterations and passes them to the sampler; a resumed
+            # run must continue that count, or it would replay epoch 1's order.
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
             model.train()
             t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
@@ -267,7 +272,8 @@ class Trainer:
         if eval_loader is not None and state["best_epoch"] is not None:
             self._load_best()
         acc.wait_for_everyone()
-        self.model = acc.unwrap_model(model)
+        # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
+        self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
                            skipped_steps=state["skipped"], stopped_early=stopped,
@@ -328,6 +334,35 @@ class Trainer:
                     n += 1
         if n:
             log.info("cast %d half-precision trainable tensors to fp32 for mixed-precision training", n)
+
+
+def _rng_state() -> dict:
+    """Every random generator's state as JSON (Accelerate's pickle of them fails to load under weights_only)."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def _batch_size(batch: Any) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
 from transferkit.common import (
     ClassificationModel,
     ConfusionMatrix,
@@ -127,8 +128,38 @@ class ImageClassifier:
             train_collate=self._collate(mixer), eval_collate=self._collate(), fingerprints=fps,
             run_info={"labels": self.labels, "base_model": self.encoder.spec},
         )
-        self._config = config
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        last_stage = out / list(self.results)[-1] if len(self.results) > 1 else out
+        (out / "transferkit-run.json").write_text(json.dumps(
+            {"base_model": str(self.encoder.spec), "labels": self.labels, "strategy": self.strategy,
+             "final_stage_dir": str(last_stage.resolve()), "config": config.to_dict(), **self.train_info},
+            indent=2, default=str) + "\n")
         return self.results
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike) -> ImageClassifier:
+        """Rebuild the classifier of a ``fit`` run from its best (or last) checkpoint."""
+        from safetensors.torch import load_model
+
+        from transferkit.common import TrainConfig, get_strategy
+
+        meta_path = Path(run_dir) / "transferkit-run.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a transferkit run folder (no transferkit-run.json)")
+        meta = json.loads(meta_path.read_text())
+        clf = cls.from_pretrained(meta["base_model"], labels=meta["labels"], strategy=meta["strategy"])
+        if meta["strategy"] == "lora":  # the checkpoint holds adapter weights: put adapters in place first
+            get_strategy("lora").param_groups(clf.encoder, clf.model.head, TrainConfig.from_dict(meta["config"]))
+        stage = Path(meta["final_stage_dir"])
+        for ckpt in (stage / "checkpoints" / "best.safetensors", stage / "checkpoints" / "last" / "model.safetensors"):
+            if ckpt.exists():
+                load_model(clf.model, str(ckpt))
+                break
+        else:
+            raise FileNotFoundError(f"no checkpoint in {stage / 'checkpoints'}")
+        clf.train_info = {k: meta[k] for k in ("train_examples", "eval_examples") if k in meta}
+        return clf
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
 from transferkit.common.features import fingerprint
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,115 @@
+"""Every strategy moves exactly the parameters it promises, at the rates it promises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transferkit.common import (
+    ClassificationModel,
+    TrainConfig,
+    Trainer,
+    get_strategy,
+    list_strategies,
+    load_encoder,
+)
+from transferkit.common.classification import classification_loss
+from transferkit.common.strategies import register_strategy
+
+
+def _model(vit_dir):
+    torch.manual_seed(0)
+    return ClassificationModel(load_encoder(str(vit_dir)), num_labels=3)
+
+
+def _one_step(model, groups, tmp_path):
+    torch.manual_seed(1)
+    data = [{"pixel_values": torch.randn(3, 16, 16), "labels": i % 3} for i in range(8)]
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=1, batch_size=8, warmup_ratio=0.0, progress=False,
+                      save_checkpoints=False, lr=1e-2, head_lr=1e-2)
+    Trainer(model, cfg, compute_loss=classification_loss(), param_groups=groups).fit(data)
+
+
+def _changed(before: dict, model) -> set[str]:
+    after = model.state_dict()
+    return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def _expected(model, strategy: str, cfg: TrainConfig) -> set[str]:
+    enc_names = {f"encoder.{n}" for n, _ in model.encoder.named_parameters()}
+    head = {"head.weight", "head.bias"}
+    if strategy == "linear_probe":
+        return head
+    if strategy in ("finetune", "lp_ft", "llrd"):
+        return enc_names | head
+    if strategy == "partial":
+        blocks = model.encoder.blocks()
+        assert [b.name for b in blocks][-1] == "top"
+        keep = blocks[-(cfg.top_k_blocks + 1):]  # the top norm counts with the last k layers
+        return {f"encoder.module.{n}" for b in keep for n in b.params} | head
+    if strategy == "lora":
+        return {f"encoder.{n}" for n, _ in model.encoder.named_parameters() if "lora_" in n} | head
+    raise AssertionError(strategy)
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_exactly_the_intended_parameters_change(name, vit_dir, tmp_path):
+    model = _model(vit_dir)
+    cfg = TrainConfig(strategy=name, top_k_blocks=1, lora_r=2)
+    groups = get_strategy(name).param_groups(model.encoder, model.head, cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = _expected(model, name, cfg)
+    assert expected and expected <= set(before)
+    # LoRA's B matrices start at zero, so after one step A is still untouched by design;
+    # two parameters per adapted layer must move over two steps.
+    _one_step(model, groups, tmp_path)
+    if name == "lora":
+        _one_step(model, groups, tmp_path / "2")
+    changed = _changed(before, model)
+    assert changed == expected, f"unexpected: {sorted(changed - expected)[:5]}, unmoved: {sorted(expected - changed)[:5]}"
+
+
+def test_llrd_rates_decay_layer_by_layer(vit_dir):
+    model = _model(vit_dir)
+    cfg = TrainConfig(strategy="llrd", lr=1e-3, llrd_decay=0.5)
+    groups = get_strategy("llrd").param_groups(model.encoder, model.head, cfg)
+    blocks = model.encoder.blocks()
+    rates = {}
+    for g in groups:
+        if g["name"].startswith("encoder."):
+            rates[g["name"].split(".")[1]] = g["lr"]
+    names = [b.name for b in blocks]
+    assert names == ["stem", "layer0", "layer1", "top"]
+    expected = [1e-3 * 0.5 ** (len(names) - 1 - i) for i in range(len(names))]
+    assert [rates[n] for n in names] == pytest.approx(expected)
+    assert all(g["lr"] == cfg.head_lr for g in groups if g["name"].startswith("head"))
+
+
+def test_lora_trains_under_five_percent(tmp_path):
+    from conftest import tiny_vit
+
+    path = tiny_vit(tmp_path / "vit64", hidden=64, layers=4)
+    model = ClassificationModel(load_encoder(str(path)), num_labels=10)
+    get_strategy("lora").param_groups(model.encoder, model.head, TrainConfig(lora_r=4))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < trainable / total < 0.05
+
+
+def test_no_weight_decay_on_biases_and_norms(vit_dir):
+    model = _model(vit_dir)
+    groups = get_strategy("finetune").param_groups(model.encoder, model.head, TrainConfig(weight_decay=0.05))
+    for g in groups:
+        if g["weight_decay"] > 0:
+            assert all(p.ndim > 1 for p in g["params"])
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        if name.endswith("bias") or "layernorm" in name:
+            assert id(p) in no_decay, name
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy(get_strategy("finetune"))
+    with pytest.raises(ValueError, match="unknown strategy 'fine_tune'.*finetune"):
+        get_strategy("fine_tune")

@@ -1,0 +1,195 @@
+"""The training loop: exact resume, skipped non-finite steps, early stopping, logs, feature cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from transferkit.common import (
+    ClassificationModel,
+    TrainConfig,
+    Trainer,
+    load_encoder,
+    resolve_mixed_precision,
+)
+from transferkit.common.classification import evaluate_classification
+from transferkit.common.precision import cpu_has_native_bf16
+from transferkit.common.trainer import warmup_cosine
+
+
+def _data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    return [{"x": x[i], "labels": y[i]} for i in range(n)]
+
+
+class _Noisy(nn.Module):
+    """Dropout makes the result depend on the RNG state, which a resume must restore."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _loss(model, batch):
+    return nn.functional.cross_entropy(model(batch["x"]), batch["labels"])
+
+
+def _cfg(tmp_path, **kw):
+    return TrainConfig(output_dir=str(tmp_path), epochs=3, batch_size=5, lr=1e-2, progress=False, **kw)
+
+
+def test_killed_after_epoch_one_and_resumed_matches_uninterrupted(tmp_path):
+    torch.manual_seed(0)
+    ref = _Noisy()
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+    Trainer(ref, _cfg(tmp_path / "ref"), compute_loss=_loss).fit(_data())
+
+    model = _Noisy()
+    model.load_state_dict(init)
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(m, b):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 24 examples / batch 5 = 5 steps per epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+        return _loss(m, b)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, _cfg(tmp_path / "run"), compute_loss=dies_in_epoch_two).fit(_data())
+    state = json.loads((tmp_path / "run/checkpoints/last/trainer_state.json").read_text())
+    assert state["epoch"] == 1
+
+    torch.manual_seed(123)  # a new process would start from another RNG state
+    fresh = _Noisy()
+    result = Trainer(fresh, _cfg(tmp_path / "run", resume=True), compute_loss=_loss).fit(_data())
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+
+
+def test_non_finite_loss_skips_the_step_and_counts_it(tmp_path):
+    model = nn.Linear(6, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def nan_loss(m, b):
+        return _loss(m, b) * float("nan")
+
+    result = Trainer(model, _cfg(tmp_path, save_checkpoints=False).replace(epochs=1), compute_loss=nan_loss).fit(_data(10))
+    assert result.skipped_steps == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_logs_config_metrics_and_curve(tmp_path):
+    model = nn.Linear(6, 2)
+
+    def evaluate(m, loader):
+        correct = sum((m(b["x"]).argmax(-1) == b["labels"]).sum().item() for b in loader)
+        return {"accuracy": correct / 12}
+
+    result = Trainer(model, _cfg(tmp_path), compute_loss=_loss, evaluate=evaluate).fit(_data(), _data(12, seed=1))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert all("accuracy" in x and "train_loss" in x for x in lines)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["epochs"] == 3 and saved["resolved_mixed_precision"] in ("no", "bf16")
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert result.best_metric == max(x["accuracy"] for x in lines)
+
+
+def test_early_stopping_and_best_weights(tmp_path):
+    model = nn.Linear(6, 2)
+    scores = iter([0.5, 0.9, 0.6, 0.4, 0.3, 0.2])
+    snapshots = []
+
+    def evaluate(m, loader):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"accuracy": next(scores)}
+
+    cfg = _cfg(tmp_path, early_stopping_patience=2).replace(epochs=6)
+    result = Trainer(model, cfg, compute_loss=_loss, evaluate=evaluate).fit(_data(), _data(6))
+    assert result.stopped_early and len(result.history) == 4
+    assert result.best_epoch == 2
+    for k, v in model.state_dict().items():  # the model ends with the best epoch's weights
+        assert torch.equal(v, snapshots[1][k])
+
+
+def test_unknown_metric_for_best_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="metric_for_best='f1'"):
+        Trainer(nn.Linear(6, 2), _cfg(tmp_path, metric_for_best="f1"), compute_loss=_loss,
+                evaluate=lambda m, loader: {"accuracy": 1.0}).fit(_data(), _data(4))
+
+
+def test_warmup_then_cosine_schedule():
+    f = warmup_cosine(total_steps=10, warmup_steps=2)
+    rates = [f(s) for s in range(10)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[2:], rates[3:]))
+    assert f(10) == pytest.approx(0.0)
+
+
+def test_auto_precision_is_fp32_on_cpus_without_native_bf16():
+    if torch.cuda.is_available():
+        pytest.skip("GPU present")
+    assert resolve_mixed_precision("auto") == ("bf16" if cpu_has_native_bf16() else "no")
+    assert resolve_mixed_precision("fp16") == "fp16"
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: lr_rate"):
+        TrainConfig.from_dict({"lr_rate": 1})
+
+
+def test_second_linear_probe_run_never_calls_the_encoder(vit_dir, tmp_path, images):
+    from transferkit.vision import ImageClassifier
+
+    calls = {"n": 0}
+    cache = tmp_path / "features"
+    accs = []
+    for run in range(2):
+        clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="linear_probe")
+        clf.encoder.module.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+        clf.fit(images, eval=images, output_dir=str(tmp_path / f"run{run}"), feature_cache=str(cache),
+                epochs=20, batch_size=8, head_lr=5e-2, progress=False)
+        if run == 0:
+            assert calls["n"] > 0
+            calls["n"] = 0
+        accs.append(clf.results["linear_probe"].best_metric)
+    assert calls["n"] == 0
+    assert accs[0] == accs[1] and accs[0] > 0.9  # bright vs dark is linearly separable in any features
+
+
+def test_evaluate_classification_streams_a_confusion_matrix():
+    model = nn.Linear(2, 2, bias=False)
+    model.weight.data = torch.eye(2)
+    batches = [{"x": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "labels": torch.tensor([0, 0])}]
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m(x)
+
+    out = evaluate_classification(2)(Wrap(), batches)
+    assert out["accuracy"] == 0.5
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_classification_model_with_cached_features_skips_encoder(vit_dir):
+    model = ClassificationModel(load_encoder(str(vit_dir)), 2)
+    feats = torch.randn(3, model.encoder.feature_dim)
+    assert torch.allclose(model(features=feats), model.head(feats))

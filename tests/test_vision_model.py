@@ -1,0 +1,109 @@
+"""ImageClassifier end to end: training, export through transformers.pipeline, LoRA merge, CLI, Hub."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_folder
+from PIL import Image
+
+from transferkit.common import HubUnavailableError
+from transferkit.common.cli import main
+from transferkit.vision import ImageClassifier
+
+
+def _fit(vit_dir, images, tmp_path, strategy, **kw):
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy=strategy)
+    opts = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-2, "probe_epochs": 3, "progress": False} | kw
+    clf.fit(images, eval=images, output_dir=str(tmp_path / strategy), **opts)
+    return clf
+
+
+def test_export_loads_in_pipeline_with_the_same_predictions(vit_dir, images, tmp_path):
+    from transformers import pipeline
+
+    clf = _fit(vit_dir, images, tmp_path, "finetune")
+    folder = clf.save(tmp_path / "export", metrics={"accuracy": 1.0})
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "bright", "1": "dark"}
+    pipe = pipeline("image-classification", model=str(folder))
+    for img in images[0][:6]:
+        ours = clf.predict(img)[0]
+        theirs = {d["label"]: d["score"] for d in pipe(Image.fromarray(img), top_k=2)}
+        assert max(theirs, key=theirs.get) == ours["label"]
+        assert theirs[ours["label"]] == pytest.approx(ours["score"], abs=1e-3)
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: image-classification" in card and "finetune" in card and "accuracy" in card
+
+
+def test_lora_merged_export_predicts_like_the_adapter_model(vit_dir, images, tmp_path):
+    clf = _fit(vit_dir, images, tmp_path, "lora", lora_r=4)
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in clf.encoder.named_parameters())
+    before = torch.stack([torch.tensor(list(p["scores"].values())) for p in clf.predict(np.stack(images[0]))])
+    folder = clf.save(tmp_path / "export")
+    assert not any("lora" in n for n, _ in clf.encoder.named_parameters())  # merged and removed
+    loaded = ImageClassifier.load(folder)
+    after = torch.stack([torch.tensor(list(p["scores"].values())) for p in loaded.predict(np.stack(images[0]))])
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_linear_probe_learns_a_separable_task(vit_dir, images, tmp_path):
+    clf = _fit(vit_dir, images, tmp_path, "linear_probe", epochs=30)
+    assert clf.evaluate(images)["accuracy"] == 1.0
+
+
+def test_torchvision_and_module_encoders(tmp_path, images):
+    torchvision = pytest.importorskip("torchvision")
+    net = torchvision.models.resnet18(num_classes=7)
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, tmp_path / "r18.pth")
+    clf = ImageClassifier.from_pretrained("torchvision:resnet18", labels=["bright", "dark"], weights=tmp_path / "r18.pth")
+    assert clf.encoder.feature_dim == 512
+    assert torch.equal(clf.encoder.module.conv1.weight, net.conv1.weight)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    clf2 = ImageClassifier.from_pretrained(body, labels=["bright", "dark"], feature_dim=8)
+    clf2.fit(images, output_dir=str(tmp_path / "mod"), epochs=1, batch_size=8, progress=False)
+    folder = clf2.save(tmp_path / "mod-export")
+    again = ImageClassifier.load(folder, encoder=torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
+    x = images[0][0]
+    assert clf2.predict(x)[0]["score"] == pytest.approx(again.predict(x)[0]["score"], abs=1e-6)
+
+
+def test_missing_model_offline_fails_in_one_sentence():
+    from transferkit.common import EncoderNotFoundError, load_encoder
+
+    with pytest.raises(EncoderNotFoundError, match=r"'no-such-org/no-such-vit'.*local-dir DIR"):
+        load_encoder("no-such-org/no-such-vit")
+
+
+def test_push_offline_fails_clearly_and_keeps_the_folder(vit_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
+    folder = clf.save(tmp_path / "export")
+    files = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(HubUnavailableError, match="export stays in"):
+        clf.push_to_hub("someone/model", folder=folder)
+    assert sorted(p.name for p in folder.iterdir()) == files
+
+
+def test_cli_fit_evaluate_predict_export(vit_dir, images, tmp_path, capsys):
+    data = write_folder(tmp_path / "data", *images)
+    run = tmp_path / "run"
+    assert main(["vision", "fit", "--model", str(vit_dir), "--train", str(data), "--eval", str(data),
+                 "--output-dir", str(run), "--strategy", "linear_probe", "--epochs", "25", "--head-lr", "0.05",
+                 "--no-progress", "--no-hflip"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["accuracy"] == 1.0
+    assert (run / "confusion_matrix.png").exists() and (run / "learning_curve.png").exists()
+    assert main(["vision", "evaluate", "--model", str(run / "model"), "--data", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
+    one = sorted((data / "dark").iterdir())[0]
+    assert main(["vision", "predict", "--model", str(run / "model"), str(one)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] == "dark"
+    assert main(["vision", "export", "--run", str(run), "--out", str(tmp_path / "exp2")]) == 0
+    capsys.readouterr()
+    assert ImageClassifier.load(tmp_path / "exp2").predict(str(one))[0]["label"] == "dark"
