@@ -1,7 +1,7 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
 from .baselines import popularity, random_tables
-from .content import ContentMapper
+from .content import ContentMapper, embed_texts
 from .data import Interactions, Split, confidence, leave_k_out, random_split, split_by_time
 from .metrics import (
     auc,
@@ -15,10 +15,21 @@ from .metrics import (
 )
 from .pretrain import pretrain
 from .tables import EmbeddingTables
-from .transfer import align, cross_domain, fold_in_users, warm_start
+from .transfer import align, cross_domain, fold_in_users, reindex, warm_start
+
+
+def __getattr__(name: str):
+    # EmbeddingModel needs torch; importing it lazily keeps `import transferkit.recsys` light
+    if name == "EmbeddingModel":
+        from .model import EmbeddingModel
+
+        return EmbeddingModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ContentMapper",
+    "EmbeddingModel",
     "EmbeddingTables",
     "Interactions",
     "Split",
@@ -27,6 +38,7 @@ __all__ = [
     "confidence",
     "coverage_at_k",
     "cross_domain",
+    "embed_texts",
     "evaluate",
     "fold_in_users",
     "leave_k_out",
@@ -39,6 +51,7 @@ __all__ = [
     "random_split",
     "random_tables",
     "recall_at_k",
+    "reindex",
     "split_by_time",
     "warm_start",
 ]

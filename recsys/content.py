@@ -9,7 +9,8 @@ pooled features, or a sentence encoder for titles.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -17,7 +18,36 @@ from .tables import BIAS_COLUMNS, EmbeddingTables
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ContentMapper"]
+__all__ = ["ALPHAS", "ContentMapper", "embed_texts"]
+
+ALPHAS = tuple(10.0**p for p in range(-2, 8))
+MLP_ALPHAS = (1e-3, 1e-1, 10.0)
+
+
+def _loo_alpha(z: np.ndarray, y: np.ndarray) -> float:
+    """The ridge penalty in ``ALPHAS`` with the lowest exact leave-one-out squared error."""
+    best = int(np.argmin(loo_errors(z, y, ALPHAS)))
+    if best in (0, len(ALPHAS) - 1):
+        log.info("ContentMapper: leave-one-out picked alpha=%g at the edge of the grid", ALPHAS[best])
+    return ALPHAS[best]
+
+
+def loo_errors(z: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> list[float]:
+    """Exact leave-one-out squared error of ridge (no intercept) for each penalty, from one SVD.
+
+    With Z = U S V', the hat matrix is U diag(s^2 / (s^2 + a)) U' and the leave-one-out residual of
+    row i is (y_i - yhat_i) / (1 - H_ii), so every candidate costs one pass over U.
+    """
+    u, sv, _ = np.linalg.svd(z, full_matrices=False)
+    uty = u.T @ y
+    errors = []
+    for a in alphas:
+        shrink = sv**2 / (sv**2 + a)
+        fitted = u @ (shrink[:, None] * uty)
+        leverage = (u**2) @ shrink
+        resid = (y - fitted) / np.maximum(1.0 - leverage, 1e-12)[:, None]
+        errors.append(float((resid**2).sum()))
+    return errors
 
 
 class ContentMapper:
@@ -26,7 +56,9 @@ class ContentMapper:
     Args:
         kind: ``"ridge"`` (closed form, standardised inputs) or ``"mlp"`` (one hidden layer,
             scikit-learn's MLPRegressor with early stopping).
-        alpha: L2 penalty (ridge) or weight decay (mlp).
+        alpha: L2 penalty (ridge) or weight decay (mlp). ``"auto"`` picks it on the training items
+            alone: from ``ALPHAS`` by exact leave-one-out error (ridge), from ``MLP_ALPHAS`` by the
+            R^2 on the MLP's early-stopping hold-out (mlp).
         hidden: hidden width of the MLP.
         min_count: train only on items with at least this many interactions: rarely seen items
             have noisy factors that would teach the map noise.
@@ -46,15 +78,15 @@ class ContentMapper:
     def __init__(
         self,
         kind: Literal["ridge", "mlp"] = "ridge",
-        alpha: float = 1.0,
+        alpha: float | Literal["auto"] = "auto",
         hidden: int = 256,
         min_count: int = 0,
         seed: int = 0,
     ) -> None:
         if kind not in ("ridge", "mlp"):
             raise ValueError(f"kind must be 'ridge' or 'mlp', got {kind!r}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if alpha != "auto" and alpha < 0:
+            raise ValueError(f"alpha must be >= 0 or 'auto', got {alpha}")
         self.kind, self.alpha, self.hidden, self.min_count, self.seed = kind, alpha, hidden, min_count, seed
         self._fitted = False
 
@@ -86,21 +118,41 @@ class ContentMapper:
             # dual form when there are fewer items than content dimensions: (ZZ' + aI)^-1 is smaller
             n, d = z.shape
             yc = y - self._y_mean
+            self.alpha_ = _loo_alpha(z, yc) if self.alpha == "auto" else float(self.alpha)
             if n < d:
-                self._coef = z.T @ np.linalg.solve(z @ z.T + self.alpha * np.eye(n), yc)
+                self._coef = z.T @ np.linalg.solve(z @ z.T + self.alpha_ * np.eye(n), yc)
             else:
-                self._coef = np.linalg.solve(z.T @ z + self.alpha * np.eye(d), z.T @ yc)
+                self._coef = np.linalg.solve(z.T @ z + self.alpha_ * np.eye(d), z.T @ yc)
         else:
-            from sklearn.neural_network import MLPRegressor
-
-            self._mlp = MLPRegressor(
-                hidden_layer_sizes=(self.hidden,), alpha=self.alpha, early_stopping=len(z) >= 50,
-                max_iter=500, random_state=self.seed, learning_rate_init=1e-3,
-            )
-            self._mlp.fit(z, y - self._y_mean)
+            self._mlp, self.alpha_ = self._fit_mlp(z, y - self._y_mean)
         self.n_train_ = int(use.sum())
         self._fitted = True
         return self
+
+    def _fit_mlp(self, z: np.ndarray, y: np.ndarray):
+        """One hidden layer; with alpha='auto' the weight decay with the best held-out R^2 wins."""
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+        from threadpoolctl import threadpool_limits
+
+        best = None
+        for alpha in MLP_ALPHAS if self.alpha == "auto" else (float(self.alpha),):
+            mlp = MLPRegressor(
+                hidden_layer_sizes=(self.hidden,), alpha=alpha, early_stopping=len(z) >= 50, max_iter=300,
+                random_state=self.seed, learning_rate_init=1e-3, batch_size=min(256, len(z)),
+            )
+            # matrices this small run fastest on one BLAS thread; more threads only contend
+            with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                mlp.fit(z, y)
+            if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                log.info("ContentMapper(mlp, alpha=%g): stopped at max_iter before converging", alpha)
+            score = mlp.best_validation_score_ if mlp.early_stopping else -mlp.loss_
+            if best is None or score > best[0]:
+                best = (score, mlp, alpha)
+        return best[1], best[2]
 
     def predict(self, content: np.ndarray) -> np.ndarray:
         """Item factor rows (float32) for content embeddings of shape (n, dim)."""
@@ -158,3 +210,35 @@ class ContentMapper:
             bad = np.flatnonzero(~np.isfinite(content).all(1))
             raise ValueError(f"content has NaN or infinite values in rows {bad[:10].tolist()}")
         return content
+
+
+def embed_texts(texts: Sequence[str], model: str, batch_size: int = 64, max_length: int = 64,
+                normalize: bool = True) -> np.ndarray:
+    """Sentence embeddings of item texts (titles, descriptions) with a Hugging Face encoder.
+
+    Mean of the last hidden state over real tokens (the attention mask excludes padding), as
+    sentence-transformers models such as all-MiniLM-L6-v2 were trained; L2-normalised by default.
+
+    Args:
+        texts: one string per item.
+        model: a local folder in Hugging Face format (or a Hub id when online).
+        batch_size, max_length: tokenisation batch and truncation length.
+        normalize: scale each embedding to unit length.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    encoder = AutoModel.from_pretrained(model).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt")
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out.append(pooled.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, encoder.config.hidden_size), np.float32)

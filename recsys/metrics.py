@@ -6,7 +6,8 @@ average over users with at least one relevant item. Binary relevance throughout.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -125,7 +126,8 @@ def evaluate(
         model: anything with ``recommend(users, N, filter_seen, history, items, unknown)`` returning
             (ids, scores), such as :class:`EmbeddingTables`.
         train: what the users had seen (filtered when ``filter_seen``; folded in for cold users).
-        test: held-out events; an item is relevant when its weight > ``positive_threshold``.
+        test: held-out events; an item is relevant when its weight >= ``positive_threshold``
+            (e.g. 4 for ratings of 4 and 5).
         items: optional candidate set (e.g. cold-start items); relevance is restricted to it too.
         unknown: passed to ``recommend`` ("error" or "cold_start").
         split: how train/test were made (``Split.info``), recorded in the result.
@@ -136,7 +138,7 @@ def evaluate(
         ``precision@k_implicit``, ``coverage@k``, optionally ``auc``) plus ``n_users``, ``split``,
         ``seed``, ``positive_threshold`` and ``filter_seen``.
     """
-    positive = test.subset(test.weights > positive_threshold)
+    positive = test.subset(test.weights >= positive_threshold)
     allowed = None if items is None else set(items)
     relevant_by_user: dict = {}
     for u, i in zip(positive.users, positive.items):

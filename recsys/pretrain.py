@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -93,24 +93,28 @@ def fit_tables(
             _set_init(est, init, model, interactions, use_gpu)
         clock = {"train": 0.0, "last": time.perf_counter()}
 
+        def snapshot(done: int) -> EmbeddingTables:
+            tables = _tables(est, model, interactions, hp, done, seed=seed)
+            tables.meta["train_seconds"] = round(clock["train"], 4)
+            if init is not None:
+                # rows without new events keep the pretrained rows, and with them their counts
+                tables.user_counts = np.where(tables.user_counts > 0, tables.user_counts, init.user_counts)
+                tables.item_counts = np.where(tables.item_counts > 0, tables.item_counts, init.item_counts)
+                if keep_empty_rows:
+                    tables.user_factors[empty_users] = init.user_factors[empty_users]
+                    empty_items = interactions.item_counts() == 0
+                    tables.item_factors[empty_items] = init.item_factors[empty_items]
+            return tables
+
         def on_iteration(iteration, *_):
             # only time spent inside implicit counts as training time, not our evaluation
             clock["train"] += time.perf_counter() - clock["last"]
             if callback is not None:
-                callback(iteration + 1, clock["train"], _tables(est, model, interactions, hp, iteration + 1))
+                callback(iteration + 1, clock["train"], snapshot(iteration + 1))
             clock["last"] = time.perf_counter()
 
         est.fit(matrix, show_progress=show_progress, callback=on_iteration)
-    tables = _tables(est, model, interactions, hp, iterations, seed=seed)
-    tables.meta["train_seconds"] = round(clock["train"], 4)
-    if init is not None:
-        tables.user_counts = np.maximum(tables.user_counts, init.user_counts)
-        tables.item_counts = np.maximum(tables.item_counts, init.item_counts)
-    if init is not None and keep_empty_rows:
-        tables.user_factors[empty_users] = init.user_factors[empty_users]
-        empty_items = interactions.item_counts() == 0
-        tables.item_factors[empty_items] = init.item_factors[empty_items]
-    return tables
+    return snapshot(iterations)
 
 
 def _set_init(est, init: EmbeddingTables, model: str, interactions: Interactions, use_gpu: bool) -> None:
@@ -134,14 +138,17 @@ def _set_init(est, init: EmbeddingTables, model: str, interactions: Interactions
     est.user_factors, est.item_factors = users, items
 
 
+def _jsonable(value):
+    return value if isinstance(value, (bool, str, type(None))) else float(value)
+
+
 def _width_extra(model: str) -> int:
     return {"als": 0, "bpr": 1, "lmf": 2}[model]
 
 
-def _tables(est, model, interactions, hp, iterations, seed=None) -> EmbeddingTables:
-    meta = {"factors": int(est.factors), "iterations": int(iterations), **{k: float(v) for k, v in hp.items()}}
-    if seed is not None:
-        meta["seed"] = seed
+def _tables(est, model, interactions, hp, iterations, seed) -> EmbeddingTables:
+    meta = {"factors": int(est.factors), "iterations": int(iterations), "seed": seed,
+            **{k: _jsonable(v) for k, v in hp.items()}}
     return EmbeddingTables(
         _to_numpy(est.user_factors).copy(), _to_numpy(est.item_factors).copy(),
         interactions.user_ids, interactions.item_ids, model=model, meta=meta,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .data import Interactions
 
-__all__ = ["SyntheticWorld", "make_world"]
+__all__ = ["SyntheticWorld", "checkerboard", "make_world"]
 
 
 @dataclass
@@ -75,7 +75,8 @@ def make_world(
     target_events_per_user: float = 6.0,
     content_dim: int = 48,
     content_noise: float = 0.5,
-    scale: float = 4.0,
+    scale: float = 2.5,
+    popularity_skew: float = 1.5,
     seed: int = 0,
 ) -> SyntheticWorld:
     """Generate a small recommendation world (see :class:`SyntheticWorld`).
@@ -90,6 +91,7 @@ def make_world(
             ``target_events_per_user`` events on average (a sparse domain).
         content_dim, content_noise: item content = tanh(v A) + noise, a non-linear view of the item.
         scale: strength of taste relative to popularity.
+        popularity_skew: standard deviation of the log item popularity.
         seed: everything is drawn from this seed.
 
     Example:
@@ -101,7 +103,7 @@ def make_world(
     n_new_u, n_new_i = int(n_users * new_user_fraction), int(n_items * new_item_fraction)
     users = rng.standard_normal((n_users + n_new_u, dim))
     items = rng.standard_normal((n_items + n_new_i, dim))
-    bias = rng.normal(0.0, 1.2, n_items + n_new_i)  # popularity skew (log-normal item popularity)
+    bias = rng.normal(0.0, popularity_skew, n_items + n_new_i)  # log-normal item popularity
 
     def counts(n, mean):
         return np.maximum(3, rng.lognormal(np.log(mean), 0.6, n)).astype(int)
@@ -131,8 +133,32 @@ def make_world(
 
     mix = rng.standard_normal((dim, content_dim)) / np.sqrt(dim)
     content = np.tanh(items @ mix * 1.5) + content_noise * rng.standard_normal((len(items), content_dim))
-    info = {k: v for k, v in locals().items() if k in make_world.__code__.co_varnames[:14]}
+    info = {k: v for k, v in locals().items() if k in make_world.__code__.co_varnames[: make_world.__code__.co_argcount]}
     return SyntheticWorld(
         period1=period1, period2=period2, target=target, content=content.astype(np.float32),
         content_ids=item_names, new_items=item_names[n_items:], new_users=user_names[n_users:], info=info,
     )
+
+
+def checkerboard(n_users: int = 20, items_per_group: int = 5, user_prefix: str = "u") -> tuple[Interactions, dict]:
+    """A tiny matrix whose right answer is known: each user's best unseen item is fixed.
+
+    Users alternate between two groups; group ``g`` owns items ``g * items_per_group ...``. Each user
+    has seen every item of their group except one (``u % items_per_group``), and nothing else, so
+    with seen items filtered their top recommendation must be that missing item.
+
+    Returns:
+        (interactions, expected) where ``expected[user_id]`` is the item id that must come first.
+    """
+    users, items, expected = [], [], {}
+    for u in range(n_users):
+        group, hole = u % 2, (u // 2) % items_per_group
+        name = f"{user_prefix}{u}"
+        for j in range(items_per_group):
+            item = group * items_per_group + j
+            if j == hole:
+                expected[name] = item
+            else:
+                users.append(name)
+                items.append(item)
+    return Interactions.from_arrays(users, items), expected

