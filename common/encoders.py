@@ -191,15 +191,19 @@ def _hf_task(config: Any) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
+    """Silence transformers' per-load progress bars and the expected "newly initialized classifier" warning."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: we replace it
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str | None) -> Encoder:
@@ -224,7 +228,7 @@ def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str
         ) from err
     task = task or _hf_task(config)
     auto = AutoModelForImageClassification if task == "image" else AutoModelForAudioClassification
-    with _quiet_transformers():
+    with quiet_transformers():
         model = auto.from_pretrained(spec, config=config, **kwargs)
     head_path, dim = _take_head(model)
     model.config.transferkit_head = head_path

@@ -17,7 +17,7 @@ def write_model_card(
     folder: str | os.PathLike,
     *,
     task: str,
-    base_model: str,
+    base_model: str | None,
     strategy: str,
     data: Mapping[str, Any],
     metrics: Mapping[str, float] | None = None,
@@ -25,6 +25,7 @@ def write_model_card(
     pipeline_tag: str | None = None,
     library_name: str = "transformers",
     extra: str = "",
+    title: str | None = None,
 ) -> Path:
     """Write ``README.md`` with Hub metadata, what the model does, how it was trained and how well it does."""
     metrics = dict(metrics or {})
@@ -34,8 +35,10 @@ def write_model_card(
     if base_model and not base_model.startswith(("/", ".", "torchvision:")) and not Path(base_model).exists():
         front.append(f"base_model: {base_model}")
     front.append("---")
-    lines = [*front, "", f"# {task} model fine-tuned with transferkit", "",
-             f"- **Base encoder:** `{base_model}`", f"- **Strategy:** `{strategy}`"]
+    lines = [*front, "", f"# {title or f'{task} model fine-tuned with transferkit'}", ""]
+    if base_model:
+        lines.append(f"- **Base encoder:** `{base_model}`")
+    lines.append(f"- **Strategy:** `{strategy}`")
     lines += [f"- **{k.replace('_', ' ').capitalize()}:** {v}" for k, v in data.items()]
     if metrics:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]

@@ -343,9 +343,10 @@ class EmbeddingTables:
         # base_model goes into the card's Hub metadata, which only accepts a repo id: empty unless
         # these tables were started from tables that live on the Hub
         return write_model_card(
-            folder, task="recommendation", base_model=str(self.meta.get("base_model", "")),
+            folder, task="recommendation", base_model=self.meta.get("base_model") or None,
             strategy=str(self.meta.get("transfer", "pretrain")), data=info, metrics=metrics,
             config=self.meta, library_name="transferkit", extra=usage,
+            title=f"{self.model.upper()} embedding tables for recommendation",
         )
 
     def push_to_hub(self, repo_id: str, folder: str | Path, token: str | None = None,

@@ -2,6 +2,7 @@
 
 from .classifier import ImageClassifier
 from .data import ImageDecodeError, ImageSet, load_image
+from .resnet_cifar import ResNetCIFAR, resnet20_cifar
 from .transforms import AugmentConfig
 
-__all__ = ["AugmentConfig", "ImageClassifier", "ImageDecodeError", "ImageSet", "load_image"]
+__all__ = ["AugmentConfig", "ImageClassifier", "ImageDecodeError", "ImageSet", "ResNetCIFAR", "load_image", "resnet20_cifar"]
