@@ -193,3 +193,16 @@ def test_classification_model_with_cached_features_skips_encoder(vit_dir):
     model = ClassificationModel(load_encoder(str(vit_dir)), 2)
     feats = torch.randn(3, model.encoder.feature_dim)
     assert torch.allclose(model(features=feats), model.head(feats))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    torch.manual_seed(0)
+    big, small = nn.Linear(6, 2), nn.Linear(6, 2)
+    small.load_state_dict(big.state_dict())
+    cfg = _cfg(tmp_path, save_checkpoints=False, warmup_ratio=0.0, max_grad_norm=None).replace(epochs=1, batch_size=8)
+    Trainer(big, cfg, compute_loss=_loss).fit(_data(8))
+    Trainer(small, cfg.replace(batch_size=4, grad_accum_steps=2, output_dir=str(tmp_path / "acc")),
+            compute_loss=_loss).fit(_data(8))
+    for k, v in big.state_dict().items():
+        assert torch.allclose(v, small.state_dict()[k], atol=1e-6), k
+

@@ -107,3 +107,22 @@ def test_cli_fit_evaluate_predict_export(vit_dir, images, tmp_path, capsys):
     assert main(["vision", "export", "--run", str(run), "--out", str(tmp_path / "exp2")]) == 0
     capsys.readouterr()
     assert ImageClassifier.load(tmp_path / "exp2").predict(str(one))[0]["label"] == "dark"
+
+
+def test_mixup_cutmix_turn_labels_into_soft_targets(vit_dir, images):
+    from transferkit.vision.transforms import AugmentConfig, batch_mixer
+
+    mixer = batch_mixer(AugmentConfig(mixup=0.4, cutmix=1.0), num_classes=2)
+    x, y = mixer(torch.randn(8, 3, 16, 16), torch.tensor([0, 1] * 4))
+    assert y.shape == (8, 2) and torch.allclose(y.sum(-1), torch.ones(8))
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentConfig(crop_scale=(0.5, 1.5))
+
+
+def test_training_with_mixup_and_randaugment(vit_dir, images, tmp_path):
+    from transferkit.vision.transforms import AugmentConfig
+
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"])
+    res = clf.fit(images, eval=images, augment=AugmentConfig(mixup=0.2, randaugment=True),
+                  output_dir=str(tmp_path), epochs=2, batch_size=8, progress=False)
+    assert len(res["finetune"].history) == 2 and res["finetune"].history[-1]["train_loss"] > 0

@@ -138,8 +138,11 @@ class ImageSet(Sequence):
 
     def validate(self) -> ImageSet:
         """Decode every image once; undecodable ones are dropped, counted and logged by name."""
+        from tqdm.auto import tqdm
+
         keep_items, keep_targets, bad = [], [], []
-        for i, item in enumerate(self.items):
+        # Only long scans get a bar: a few hundred files decode in about a second.
+        for i, item in enumerate(tqdm(self.items, desc="checking images", leave=False, disable=len(self.items) < 2000)):
             try:
                 load_image(item, max_pixels=self.max_pixels)
             except ImageDecodeError as err:
