@@ -125,3 +125,22 @@ def test_fingerprint_changes_with_content(tmp_path, images):
     assert a.fingerprint() == b.fingerprint()
     b.items[0][0, 0, 0] ^= 1
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_gif_placeholders_are_skipped_like_torchvision_imagefolder(tmp_path, images):
+    root = write_folder(tmp_path / "data", *images)
+    Image.new("RGB", (30, 30)).save(root / "bright" / "imageNotFound.gif")
+    assert ImageSet.from_folder(root).skipped["not_image"] == 1
+    with_gif = ImageSet.from_folder(root, extensions=(".png", ".gif"))
+    assert len(with_gif) == len(images[0]) + 1
+
+
+def test_real_photo_folder_counts(tmp_path):
+    from conftest import SHARED_DATA
+
+    root = SHARED_DATA / "hymenoptera"
+    if not root.exists():
+        pytest.skip(f"{root} is absent (it ships beside the project, not in it)")
+    train, val = ImageSet.from_folder(root / "train"), ImageSet.from_folder(root / "val")
+    assert (len(train), len(val)) == (244, 153)  # SOURCE.md: the .gif placeholder is not a sample
+    assert train.skipped == {"not_image": 1, "undecodable": 0}

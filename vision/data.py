@@ -21,7 +21,9 @@ from transferkit.common.features import fingerprint
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# torchvision's ImageFolder list: GIFs are left out (animated, and often placeholders in scraped sets);
+# pass extensions=(..., ".gif") to include them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Decoding an image larger than this is refused: a "decompression bomb" can exhaust memory.
 MAX_PIXELS = 89_478_485  # Pillow's own default limit (~ 9459 x 9459)
 
@@ -159,8 +161,9 @@ class ImageSet(Sequence):
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls, root: str | os.PathLike, *, validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
-        """``root/<label>/<image>``: one sub-folder per class. Non-image files are skipped and counted."""
+    def from_folder(cls, root: str | os.PathLike, *, validate: bool = True, max_pixels: int = MAX_PIXELS,
+                    extensions: Sequence[str] = IMAGE_EXTENSIONS) -> ImageSet:
+        """``root/<label>/<image>``: one sub-folder per class. Files with other extensions are skipped and counted."""
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
@@ -170,10 +173,10 @@ class ImageSet(Sequence):
         items, targets, not_images = [], [], 0
         for d in classes:
             files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
-            images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+            images = [f for f in files if f.suffix.lower() in extensions]
             for f in files:
-                if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                    log.warning("skipping %s: not an image file (extension %r)", f, f.suffix)
+                if f.suffix.lower() not in extensions:
+                    log.warning("skipping %s: extension %r is not one of %s", f, f.suffix, ", ".join(extensions))
             not_images += len(files) - len(images)
             if not images:
                 raise ValueError(f"class folder {d} contains no images; remove it or add images")
