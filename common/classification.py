@@ -32,8 +32,15 @@ class ClassificationModel(nn.Module):
             raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
         self.encoder = encoder
         self.head = nn.Linear(encoder.feature_dim, num_labels)
-        nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        self.reset_head(seed=0)
+        self.head_trained = False
+
+    def reset_head(self, seed: int) -> None:
+        """Small random weights from ``seed`` alone, whatever ran before in the process."""
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.01)
+            self.head.bias.zero_()
 
     def forward(self, features: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
         if features is None:
@@ -73,6 +80,8 @@ def evaluate_classification(num_labels: int) -> Callable[[nn.Module, Any], dict]
 
 
 class _FeatureSet(torch.utils.data.Dataset):
+    """Cached features; the loader fetches whole batches at once (``__getitems__``), not row by row."""
+
     def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         self.features, self.labels = features, labels
 
@@ -81,6 +90,14 @@ class _FeatureSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"features": self.features[i], "labels": self.labels[i]}
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        idx_t = torch.as_tensor(idx)
+        return {"features": self.features[idx_t], "labels": self.labels[idx_t]}
+
+
+def _batched(batch: dict) -> dict:
+    return batch
 
 
 def _cached(cache: FeatureCache, encoder: Encoder, data: Sequence, key: tuple, kw: dict) -> _FeatureSet:
@@ -98,14 +115,21 @@ def train_classifier(
     fingerprints: dict[str, str],
     lengths: Sequence[int] | None = None,
     run_info: dict | None = None,
+    probe_train: Sequence | None = None,
 ) -> dict[str, TrainResult]:
     """Run every stage of ``config.strategy`` and return each stage's result.
 
     Args:
+        probe_train: the training examples without augmentation (prepared like ``eval``); the
+            linear-probe stage caches their features. Defaults to ``train``, which must then be
+            deterministic: features of randomly augmented examples must never be cached.
         fingerprints: ``{"train": ..., "eval": ..., "preprocess": ...}`` hashes that key the
             feature cache together with the encoder's own fingerprint.
     """
     strategy = get_strategy(config.strategy)
+    if not model.head_trained:  # config.seed covers the new head's initialisation too
+        model.reset_head(config.seed)
+    model.head_trained = True
     out = Path(config.output_dir)
     results: dict[str, TrainResult] = {}
     n_labels = model.head.out_features
@@ -118,14 +142,14 @@ def train_classifier(
             cache = FeatureCache(config.feature_cache or out / "features")
             enc_fp = model.encoder.fingerprint()
             kw = {"collate_fn": eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
-            train_set = _cached(cache, model.encoder, train, (enc_fp, fingerprints.get("train"), fingerprints.get("preprocess")), kw)
+            train_set = _cached(cache, model.encoder, probe_train if probe_train is not None else train, (enc_fp, fingerprints.get("train"), fingerprints.get("preprocess")), kw)
             eval_set = (_cached(cache, model.encoder, eval, (enc_fp, fingerprints.get("eval"), fingerprints.get("preprocess")), kw)
                         if eval is not None else None)
             epochs = config.probe_epochs if len(strategy.stages) > 1 else config.epochs
             stage_cfg = config.replace(output_dir=str(stage_dir), epochs=max(1, epochs))
             trainer = Trainer(model, stage_cfg, compute_loss=classification_loss(config.label_smoothing),
                               param_groups=groups, evaluate=evaluate, run_info={**(run_info or {}), "stage": stage})
-            results[stage] = trainer.fit(train_set, eval_set)
+            results[stage] = trainer.fit(train_set, eval_set, collate_fn=_batched)
         else:
             stage_cfg = config.replace(output_dir=str(stage_dir))
             trainer = Trainer(model, stage_cfg, compute_loss=classification_loss(config.label_smoothing),

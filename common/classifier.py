@@ -79,10 +79,12 @@ class TransferClassifier:
                              f"(it knows {self.labels}); add them to labels= before training")
 
     def _train(self, config: TrainConfig, train: Sequence, eval: Sequence | None, *, train_collate: Callable,
-               eval_collate: Callable, fingerprints: dict[str, str], lengths: Sequence[int] | None = None) -> dict:
+               eval_collate: Callable, fingerprints: dict[str, str], lengths: Sequence[int] | None = None,
+               probe_train: Sequence | None = None) -> dict:
         """Run the strategy's stages and record how to rebuild the run (``from_run``)."""
         self.results = train_classifier(self.model, config, train, eval, train_collate=train_collate,
                                         eval_collate=eval_collate, fingerprints=fingerprints, lengths=lengths,
+                                        probe_train=probe_train,
                                         run_info={"labels": self.labels, "base_model": self.encoder.spec})
         out = Path(config.output_dir)
         final = out / list(self.results)[-1] if len(self.results) > 1 else out
@@ -174,6 +176,7 @@ class TransferClassifier:
             enc = load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim"))
             clf = cls._from_encoder(enc, info["labels"], info)
             load_model(clf.model, str(folder / "model.safetensors"))
+        clf.model.head_trained = True
         clf.train_info = {k: v for k, v in info.items() if k != "labels"}
         return clf
 
@@ -196,6 +199,7 @@ class TransferClassifier:
                 break
         else:
             raise FileNotFoundError(f"no checkpoint in {stage / 'checkpoints'}")
+        clf.model.head_trained = True
         clf.train_info = {k: v for k, v in meta.items() if k.endswith("examples")}
         return clf
 

@@ -39,7 +39,7 @@ class TrainConfig:
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (None: off)."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the cross-entropy loss."})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPUs, fp32 on CPUs), no, fp16, bf16."})
-    seed: int = field(default=0, metadata={"help": "Seed for initialisation, shuffling and augmentation."})
+    seed: int = field(default=0, metadata={"help": "Seed for the new head's initialisation, shuffling, augmentation and dropout."})
     num_workers: int | None = field(default=None, metadata={"help": "Data-loading processes (default: 0 on CPU, up to 8 on GPU)."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many epochs without a better metric."})
     metric_for_best: str = field(default="accuracy", metadata={"help": "Evaluation metric that selects the best checkpoint."})
@@ -57,6 +57,7 @@ class TrainConfig:
     lora_targets: list[str] | None = field(default=None, metadata={"help": "lora: module names to adapt (default: attention query/value)."})
     feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached encoder features (default: <output_dir>/features)."})
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
+    plot: bool = field(default=True, metadata={"help": "Write learning_curve.png beside metrics.jsonl."})
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:

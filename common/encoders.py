@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ class Encoder(nn.Module):
         *,
         processor: Any = None,
         forward_fn: Callable[..., torch.Tensor] | None = None,
-        layers: nn.ModuleList | nn.Sequential | None = None,
+        layers: Sequence[nn.Module] | None = None,
         spec: str | None = None,
         hf_model: nn.Module | None = None,
     ) -> None:
@@ -143,17 +143,25 @@ def _default_forward(module: nn.Module, *args: Any, **kwargs: Any) -> torch.Tens
     return out
 
 
-def _find_layers(module: nn.Module) -> nn.ModuleList | nn.Sequential | None:
-    """The module list holding most of the parameters: a transformer's layers, a CNN's stages."""
-    total = sum(p.numel() for p in module.parameters())
+def _find_layers(module: nn.Module) -> list[nn.Module] | None:
+    """The repeated blocks that hold most of the parameters: a transformer's layers, a CNN's residual blocks.
+
+    Sibling stages (a ResNet's ``layer1``..``layer4``) are flattened into one ordered list, so that
+    depth-wise strategies see every residual block rather than only the largest stage.
+    """
+    total = sum(p.numel() for p in module.parameters()) or 1
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    stages = [c for c in module.children() if isinstance(c, (nn.ModuleList, nn.Sequential)) and len(c) > 0]
+    if len(stages) > 1 and sum(count(s) for s in stages) >= 0.5 * total:
+        return [block for stage in stages for block in stage]
     best, best_n = None, 0
     for _, m in module.named_modules():
         if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1 and m is not module:
-            n = sum(p.numel() for p in m.parameters())
+            n = count(m)
             if n > best_n:
                 best, best_n = m, n
     # A small list (a conv stem, a head MLP) is not the backbone; fall back to top-level children.
-    return best if best is not None and best_n >= 0.5 * total else None
+    return list(best) if best is not None and best_n >= 0.5 * total else None
 
 
 def _blocks_from_children(module: nn.Module) -> list[EncoderBlock]:

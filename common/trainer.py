@@ -318,7 +318,7 @@ class Trainer:
             os.replace(tmp, self.out / "metrics.jsonl")
 
     def _plot(self, history: list[dict]) -> None:
-        if self.accelerator.is_main_process and history:
+        if self.config.plot and self.accelerator.is_main_process and history:
             from .report import plot_learning_curve
 
             plot_learning_curve(history, self.out / "learning_curve.png", metric=self.config.metric_for_best)

@@ -206,3 +206,22 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     for k, v in big.state_dict().items():
         assert torch.allclose(v, small.state_dict()[k], atol=1e-6), k
 
+
+
+def test_cached_probe_features_come_from_unaugmented_images(vit_dir, tmp_path, images):
+    """Regression: the probe once cached features of randomly cropped training images."""
+    from safetensors.torch import load_file
+
+    from transferkit.vision import AugmentConfig, ImageClassifier
+    from transferkit.vision.transforms import eval_transform
+
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="linear_probe")
+    clf.fit(images, augment=AugmentConfig(crop_scale=(0.1, 0.2)), output_dir=str(tmp_path), epochs=1,
+            batch_size=8, progress=False)
+    (cached,) = [load_file(str(f)) for f in (tmp_path / "features").glob("*.safetensors")]
+    tf = eval_transform(clf.encoder.processor)
+    from PIL import Image
+
+    with torch.no_grad():
+        expected = clf.encoder(pixel_values=torch.stack([tf(Image.fromarray(x)) for x in images[0]]))
+    assert torch.allclose(cached["features"], expected, atol=1e-5)

@@ -126,3 +126,22 @@ def test_training_with_mixup_and_randaugment(vit_dir, images, tmp_path):
     res = clf.fit(images, eval=images, augment=AugmentConfig(mixup=0.2, randaugment=True),
                   output_dir=str(tmp_path), epochs=2, batch_size=8, progress=False)
     assert len(res["finetune"].history) == 2 and res["finetune"].history[-1]["train_loss"] > 0
+
+
+def test_cnn_stages_are_flattened_into_residual_blocks():
+    from transferkit.common import load_encoder
+
+    pytest.importorskip("torchvision")
+    enc = load_encoder("torchvision:resnet18")
+    assert [b.name for b in enc.blocks()] == ["stem"] + [f"layer{i}" for i in range(8)]
+    assert set(enc.blocks()[0].params) == {"conv1.weight", "bn1.weight", "bn1.bias"}
+
+
+def test_head_initialisation_depends_on_the_seed_only(vit_dir, images, tmp_path):
+    heads = []
+    for run, noise in enumerate((0, 1)):
+        torch.manual_seed(noise)  # whatever ran before must not matter
+        clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="linear_probe")
+        clf.fit(images, output_dir=str(tmp_path / str(run)), epochs=1, batch_size=8, progress=False, seed=3)
+        heads.append(clf.model.head.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])

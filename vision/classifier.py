@@ -97,6 +97,7 @@ class ImageClassifier(TransferClassifier):
             config, _Encoded(train_set, train_transform(processor, augment), self.label2id),
             _Encoded(eval_set, eval_tf, self.label2id) if eval_set is not None else None,
             train_collate=_collate(batch_mixer(augment, len(self.labels))), eval_collate=_collate(), fingerprints=fps,
+            probe_train=_Encoded(train_set, eval_tf, self.label2id),
         )
 
     def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:

@@ -1,0 +1,195 @@
+"""Turns throughput.py's measurements into benchmarks/results/throughput.md and the RESULT line."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import benchinfo
+
+from transferkit.common.report import markdown_table
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def _ft_row(side: str, runs: list[dict], n_train: int, epochs: int) -> dict[str, Any]:
+    e2e = [n_train * epochs / r["run"]["seconds"] for r in runs]
+    steady = [_steady(r["run"]["epoch_seconds"], n_train) for r in runs]
+    return {"side": side, "samples/s, steady (epochs 2+)": _med(steady), "samples/s, whole run": _med(e2e),
+            "peak RSS MiB": max(r["peak_rss_mib"] for r in runs),
+            "per repeat (steady)": " / ".join(f"{x:.1f}" for x in steady), "accuracy": _med([r["run"]["accuracy"] for r in runs])}
+
+
+def _steady(epoch_seconds: list[float], n: int) -> float:
+    later = epoch_seconds[1:] or epoch_seconds
+    return n * len(later) / sum(later)
+
+
+def write_report(args, counts, threads, precision, peaks, ft, probe, als, total, load_before, n_mm) -> None:
+    n_train, b = counts["train"], args.batch_size
+    tk_ft, hf_ft = _ft_row("transferkit Trainer", ft["tk"], n_train, args.epochs), _ft_row("transformers.Trainer", ft["hf"], n_train, args.epochs)
+    ft_ratio = tk_ft["samples/s, steady (epochs 2+)"] / hf_ft["samples/s, steady (epochs 2+)"]
+    ft_ratio_e2e = tk_ft["samples/s, whole run"] / hf_ft["samples/s, whole run"]
+
+    tk_cold, tk_warm, hf_p = probe["tk"]["cold cache"], probe["tk"]["warm cache"], probe["hf"]["run"]
+    lp_speedup, lp_speedup_warm = hf_p["seconds"] / tk_cold["seconds"], hf_p["seconds"] / tk_warm["seconds"]
+    probe_rows = [
+        {"side": "transferkit, feature cache (cold: features computed in this run)", "wall s": tk_cold["seconds"],
+         "val accuracy": tk_cold["accuracy"], "peak RSS MiB": probe["tk"]["peak_rss_mib"]},
+        {"side": "transferkit, feature cache (warm: same process, features on disk)", "wall s": tk_warm["seconds"],
+         "val accuracy": tk_warm["accuracy"], "peak RSS MiB": probe["tk"]["peak_rss_mib"]},
+        {"side": "transformers.Trainer, frozen backbone", "wall s": hf_p["seconds"], "val accuracy": hf_p["accuracy"],
+         "peak RSS MiB": probe["hf"]["peak_rss_mib"]},
+    ]
+
+    tk_step = ft["tk"][0]
+    flops = tk_step["flops_per_step"] * b / tk_step["flops_batch"]
+    achieved = flops * tk_ft["samples/s, steady (epochs 2+)"] / b
+    mm = {k: _med(v) for k, v in peaks.items()}
+    flop_rows = [{"quantity": f"FLOPs per training step (forward + backward, batch {b}, torch FlopCounterMode)", "value": f"{flops / 1e9:.2f} G"},
+                 {"quantity": "transferkit step, achieved (steady samples/s x FLOPs per sample)", "value": f"{achieved / 1e9:.1f} GFLOP/s"},
+                 {"quantity": f"{n_mm}x{n_mm} fp32 matmul (median of {len(peaks['fp32'])}; best {max(peaks['fp32']) / 1e9:.1f})", "value": f"{mm['fp32'] / 1e9:.1f} GFLOP/s"},
+                 {"quantity": f"{n_mm}x{n_mm} bf16 matmul (median of {len(peaks['bf16'])}; best {max(peaks['bf16']) / 1e9:.1f})", "value": f"{mm['bf16'] / 1e9:.1f} GFLOP/s"},
+                 {"quantity": "achieved / fp32 matmul", "value": f"{achieved / mm['fp32']:.2f}"},
+                 {"quantity": "achieved / bf16 matmul", "value": f"{achieved / mm['bf16']:.2f}"}]
+    own_peak = mm["bf16"] if precision == "bf16" else mm["fp32"]
+
+    t = als["times"]
+    als_tk, als_im, build = _med(t["transferkit"]), _med(t["implicit"]), _med(t["build"])
+    als_over = als_tk / als_im - 1
+    als_rows = [{"path": "transferkit.recsys.pretrain(inter, 'als')", "median s": als_tk, "runs": " / ".join(f"{x:.3f}" for x in t["transferkit"])},
+                {"path": "implicit AlternatingLeastSquares.fit(csr) (BLAS held at 1 thread, as implicit advises)", "median s": als_im,
+                 "runs": " / ".join(f"{x:.3f}" for x in t["implicit"])},
+                {"path": "Interactions.from_arrays(...).matrix (validation, ids, CSR; once per data set)", "median s": build,
+                 "runs": " / ".join(f"{x:.3f}" for x in t["build"])}]
+
+    targets = [
+        {"target": "linear probe >= 10x faster than Trainer (same epochs)", "measured": f"{lp_speedup:.1f}x (cold cache); {lp_speedup_warm:.1f}x (warm)",
+         "met": "yes" if lp_speedup >= 10 else "no"},
+        {"target": "full fine-tuning no slower than Trainer (aim 1.3x)", "measured": f"{ft_ratio:.2f}x steady; {ft_ratio_e2e:.2f}x whole run",
+         "met": _both(ft_ratio >= 0.97, ft_ratio_e2e >= 0.97) + " (1.3x aim: " + ("yes" if ft_ratio >= 1.3 else "no") + ")"},
+        {"target": "ALS overhead < 5%", "measured": f"{100 * als_over:+.1f}%", "met": "yes" if als_over < 0.05 else "no"},
+    ]
+    notes = _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, tk_cold, tk_warm, hf_p,
+                   achieved / own_peak, precision)
+
+    lines = [
+        "# Speed against the alternative" + (" (SMOKE RUN: tiny subset, numbers mean nothing)" if args.smoke else ""),
+        "",
+        *benchinfo.machine_lines(load_before, benchinfo.load_average(),
+                                 f"`{precision}` on both sides (transferkit `mixed_precision=\"{precision}\"`, Trainer "
+                                 f"`bf16={precision == 'bf16'}`): autocast with fp32 master weights", threads),
+        f"- Total wall time: {total:.0f} s",
+        "",
+        f"Model: a random-init ViT (32x32 input, patch 4, hidden {128}, 4 layers, 4 heads), the same saved folder "
+        f"loaded by both sides (transferkit: `load_encoder` + a linear head; HF: `ViTForImageClassification`). Data: "
+        f"`hymenoptera` train {counts['train']} / val {counts['val']} photos, resized to 32x32 and normalised once, "
+        f"fed to both trainers as the same in-memory tensors through the same collate function (no augmentation). "
+        f"Batch {b}, AdamW (each tool's default implementation), weight decay 0.01, 10% warmup then cosine, gradient "
+        f"clipping 1.0, seed 0, no checkpoints, no per-epoch evaluation, data loading in the training process.",
+        "",
+        "## Targets",
+        "",
+        markdown_table(targets, ["target", "measured", "met"]),
+        "",
+        *notes,
+        "",
+        f"## (a) Full fine-tuning, {args.epochs} epochs, {args.repeats} runs per side, alternated, each in its own process",
+        "",
+        "Steady = samples/s over epochs 2+ (each tool's own epoch clock); whole run = train-set samples x epochs / "
+        "seconds from importing the tool (torch already loaded) through loading the model, training and the final "
+        "validation pass, in a fresh process. Medians over runs; RSS is the maximum.",
+        "",
+        markdown_table([tk_ft, hf_ft], ["side", "samples/s, steady (epochs 2+)", "samples/s, whole run", "peak RSS MiB", "per repeat (steady)"], ".1f"),
+        "",
+        f"transferkit / Trainer: **{ft_ratio:.2f}x** steady, {ft_ratio_e2e:.2f}x whole run.",
+        "",
+        f"## (b) Linear probe, {args.probe_epochs} epochs, learning rate {args.probe_lr}",
+        "",
+        "Wall time from importing the tool (torch already loaded) to the validation accuracy, in a fresh process; "
+        "the warm row is a second run in the same process that finds the features on disk. Backbone forward passes: "
+        f"Trainer {args.probe_epochs} x {n_train} training images = {args.probe_epochs * n_train} (+{counts['val']} "
+        f"for the accuracy); transferkit {n_train + counts['val']} once, then the head trains on cached vectors.",
+        "",
+        markdown_table(probe_rows, ["side", "wall s", "val accuracy", "peak RSS MiB"]),
+        "",
+        f"Trainer / transferkit: **{lp_speedup:.1f}x** with a cold cache, {lp_speedup_warm:.1f}x warm.",
+        "",
+        "## (c) How close a transferkit training step runs to the machine's matmul ceiling",
+        "",
+        markdown_table(flop_rows, ["quantity", "value"]),
+        "",
+        f"## (d) ALS on MovieLens 100K ({als['shape'][0]} users x {als['shape'][1]} items, {als['nnz']} ratings as "
+        f"confidences; 64 factors, {als['iterations']} iterations, regularization 0.01, alpha 1, {als['threads']} "
+        f"implicit thread(s); runs alternated after one warm-up each)",
+        "",
+        markdown_table(als_rows, ["path", "median s", "runs"]),
+        "",
+        f"Overhead of transferkit over implicit: **{100 * als_over:+.1f}%** (fit only). Same factors as the direct "
+        f"call (same seed): {als['same_factors']}.",
+    ]
+    path = benchinfo.results_path(args.results_dir, "throughput", args.smoke)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+    print(f"RESULT throughput finetune_speed_ratio={ft_ratio:.2f} finetune_whole_run_ratio={ft_ratio_e2e:.2f} "
+          f"tk_finetune_samples_per_s={tk_ft['samples/s, steady (epochs 2+)']:.1f} hf_finetune_samples_per_s={hf_ft['samples/s, steady (epochs 2+)']:.1f} "
+          f"tk_peak_rss_mib={tk_ft['peak RSS MiB']:.0f} hf_peak_rss_mib={hf_ft['peak RSS MiB']:.0f} "
+          f"probe_speedup={lp_speedup:.1f} probe_speedup_warm={lp_speedup_warm:.1f} tk_probe_acc={tk_cold['accuracy']:.3f} "
+          f"hf_probe_acc={hf_p['accuracy']:.3f} step_gflops={achieved / 1e9:.1f} fraction_of_{precision}_matmul={achieved / own_peak:.2f} "
+          f"als_overhead_pct={100 * als_over:.1f} precision={precision} seconds={total:.0f}")
+
+
+def _both(steady: bool, whole: bool) -> str:
+    """'no slower' within 3%, the run-to-run noise of this machine, judged both ways."""
+    if steady == whole:
+        return "yes" if steady else "no"
+    return f"steady {'yes' if steady else 'no'}, whole run {'yes' if whole else 'no'}"
+
+
+def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, tk_cold, tk_warm, hf_p, frac,
+           precision) -> list[str]:
+    notes = []
+    if lp_speedup < 10:
+        fixed = tk_cold["seconds"] - tk_warm["seconds"]
+        notes.append(
+            f"- Linear probe below 10x with a cold cache: Trainer spent {hf_p['seconds']:.1f} s, most of it running the "
+            f"backbone {args.probe_epochs} times over the training set. transferkit runs the backbone once, but its first "
+            f"run in a fresh process took {fixed:.1f} s longer than a warm re-run (importing transformers, Accelerate and "
+            f"matplotlib, and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
+            f"Accelerate setup, {args.probe_epochs} head epochs through a DataLoader, config/metrics files and a "
+            "learning-curve plot). With a backbone this small those fixed seconds are as large as the backbone passes "
+            "saved; the saving grows with the backbone's cost and the number of epochs (warm, the ratio is already "
+            f"{lp_speedup_warm:.1f}x). What would close it on small backbones: import matplotlib only when a plot is "
+            "written and make the per-run plot optional, and train the head on the cached tensors in one loop instead "
+            "of a DataLoader of rows.")
+    if ft_ratio < 0.97:
+        notes.append(
+            f"- Fine-tuning slower than Trainer ({ft_ratio:.2f}x steady): both drive the same model through Accelerate's "
+            "autocast, so the step itself is the same; differences come from the optimizer (Trainer defaults to the "
+            "fused AdamW, transferkit uses the for-each AdamW), the per-step `loss.item()` and finiteness check "
+            "(a synchronisation per step), and per-epoch bookkeeping. Using `torch.optim.AdamW(fused=True)` where the "
+            "device supports it and reading the loss every N steps would close the gap.")
+    elif ft_ratio < 1.3:
+        notes.append(
+            f"- Fine-tuning {ft_ratio:.2f}x (steady): no slower than Trainer, short of the 1.3x aim. Both sides run "
+            "the same model code under the same autocast, and a profile of one transferkit epoch puts nearly all of it "
+            "in forward and backward, so a leaner loop cannot buy 30%. The step itself runs at "
+            f"{frac:.0%} of the {precision} matmul ceiling because this ViT's matmuls are small (128 wide, 65 tokens) "
+            "and much of its time goes to operations the FLOP counter does not count (layer norm, GELU, softmax, "
+            "autocast casts). 1.3x would need less work per sample than Trainer does: torch.compile fusing those "
+            "element-wise operations, or fused attention/QKV projections.")
+    if ft_ratio_e2e < 0.97 <= ft_ratio:
+        notes.append(
+            f"- The whole-run ratio ({ft_ratio_e2e:.2f}x) is lower than the steady one: transferkit's fixed cost per run "
+            "(importing Accelerate and matplotlib on first use, writing config.json and metrics.jsonl, plotting the "
+            "learning curve) counts against a run this short; it is a constant of a few seconds, not a per-step cost, "
+            "and would vanish with a lazily imported, optional plot.")
+    if als_over >= 0.05:
+        notes.append(
+            f"- ALS overhead {100 * als_over:.1f}%: transferkit's `pretrain` runs implicit with a per-iteration callback "
+            "(its training clock), copies the factors into `EmbeddingTables` and computes user/item counts; on a "
+            "data set this small (ALS takes well under a second) those fixed costs are a visible fraction. Skipping "
+            "the callback when none is requested and returning views instead of copies would close it.")
+    return notes
