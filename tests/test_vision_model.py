@@ -145,3 +145,30 @@ def test_head_initialisation_depends_on_the_seed_only(vit_dir, images, tmp_path)
         clf.fit(images, output_dir=str(tmp_path / str(run)), epochs=1, batch_size=8, progress=False, seed=3)
         heads.append(clf.model.head.weight.detach().clone())
     assert torch.equal(heads[0], heads[1])
+
+
+def test_push_uploads_the_exported_folder(vit_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
+    url = clf.push_to_hub("me/model", folder=tmp_path / "export", private=True, token="hf_secret")
+    assert url == "https://hub/me/model/commit/1"
+    assert calls["repo"] == ("me/model", True, True) and calls["token"] == "hf_secret"
+    assert {"config.json", "model.safetensors", "README.md", "preprocessor_config.json"} <= set(calls["files"])
