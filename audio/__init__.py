@@ -1,1 +1,29 @@
-"""transferkit.audio."""
+"""transferkit.audio: keyword spotting / audio classification and CTC speech recognition by transfer.
+
+Example:
+    >>> from transferkit.audio import AudioClassifier, SpeechRecognizer  # doctest: +SKIP
+"""
+
+from .augment import WaveAugment
+from .classifier import AudioClassifier
+from .ctc import error_rates, greedy_decode
+from .data import AudioDataError, AudioDataset, load_audio
+from .pretrain import pretrain
+from .recognizer import SpeechRecognizer
+from .reference import MfccLogReg
+from .vocab import build_vocab, make_processor
+
+__all__ = [
+    "AudioClassifier",
+    "AudioDataError",
+    "AudioDataset",
+    "MfccLogReg",
+    "SpeechRecognizer",
+    "WaveAugment",
+    "build_vocab",
+    "error_rates",
+    "greedy_decode",
+    "load_audio",
+    "make_processor",
+    "pretrain",
+]

@@ -28,7 +28,7 @@ def add_noise(
     Example:
         >>> w = np.sin(np.linspace(0, 100, 16000)).astype(np.float32)
         >>> out = add_noise(w, snr_db=10.0, rng=np.random.default_rng(0))
-        >>> round(10 * np.log10(np.mean(w**2) / np.mean((out - w) ** 2)), 1)
+        >>> round(float(10 * np.log10(np.mean(w**2) / np.mean((out - w) ** 2))), 1)
         10.0
     """
     rng = rng or np.random.default_rng()

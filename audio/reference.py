@@ -56,4 +56,4 @@ class MfccLogReg:
         return self
 
     def predict(self, waves: Sequence[np.ndarray]) -> list[str]:
-        return list(self.model.predict(mfcc_stats(waves, self.sampling_rate, self.n_mfcc)))
+        return [str(p) for p in self.model.predict(mfcc_stats(waves, self.sampling_rate, self.n_mfcc))]

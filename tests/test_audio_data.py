@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from transferkit.audio.augment import WaveAugment, add_noise, apply_gain, speed_perturb
 from transferkit.audio.ctc import StreamingCTCEval, collapse, ctc_loss_fp32, error_rates, greedy_decode
 from transferkit.audio.data import AudioDataError, AudioDataset, load_audio, receptive_field

@@ -1,0 +1,191 @@
+"""AudioClassifier: keyword spotting, sound events, speaker or language ID by transfer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferkit.common import TrainConfig, load_encoder
+from transferkit.common.classifier import TransferClassifier
+from transferkit.common.features import fingerprint
+
+from .augment import WaveAugment
+from .data import AudioDataset, as_audio_dataset, load_audio, prepare_waveform
+from .encoder import (
+    AudioCollator,
+    AudioEncoder,
+    default_feature_extractor,
+    enable_layer_sum,
+    min_input_samples,
+    set_regularisation,
+    warn_if_masks_hide_clips,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AudioClassifier(TransferClassifier):
+    """Audio classification by transfer from a pretrained speech encoder (wav2vec2, HuBERT, WavLM...).
+
+    The encoder is the Hugging Face ``*ForSequenceClassification`` model with its final layer
+    taken out: its projector and mean pooling over the attention mask produce the features, a
+    new linear head classifies them, and export puts the head back so that
+    ``transformers.pipeline("audio-classification")`` loads the folder.
+
+    Args:
+        encoder: from :func:`~transferkit.common.load_encoder` (``task="audio"``).
+        labels: class names, in id order.
+        strategy: any registered strategy (``linear_probe``, ``finetune``, ``lp_ft``, ``partial``,
+            ``llrd``, ``lora``).
+        freeze_feature_encoder: keep the convolutional waveform front end frozen (default, as in
+            Hugging Face's run_audio_classification).
+
+    Example:
+        >>> clf = AudioClassifier.from_pretrained("facebook/wav2vec2-base", labels=["yes", "no"],
+        ...                                       strategy="finetune")  # doctest: +SKIP
+        >>> clf.fit("clips/train", eval="clips/val", epochs=5, lr=3e-5)  # doctest: +SKIP
+        >>> clf.predict(["clip.wav"])[0]["label"]  # doctest: +SKIP
+        >>> clf.save("kws-model")  # pipeline("audio-classification", model="kws-model")  # doctest: +SKIP
+    """
+
+    task = "audio-classification"
+    encoder_task = "audio"
+
+    def __init__(self, encoder: Any, labels: Sequence[str], strategy: str = "finetune",
+                 *, freeze_feature_encoder: bool = True) -> None:
+        encoder = AudioEncoder.wrap(encoder, freeze_feature_encoder)
+        if encoder.processor is None:
+            encoder.processor = default_feature_extractor()
+        super().__init__(encoder, labels, strategy)
+
+    @classmethod
+    def _from_encoder(cls, encoder: Any, labels: list[str], info: dict) -> AudioClassifier:
+        if info.get("layer_sum") and encoder.hf_model is not None and not encoder.hf_model.config.use_weighted_layer_sum:
+            enable_layer_sum(encoder.hf_model)
+        return cls(encoder, labels, info.get("strategy", "finetune"),
+                   freeze_feature_encoder=info.get("feature_encoder_frozen", True))
+
+    @property
+    def encoder(self) -> AudioEncoder:
+        return self.model.encoder
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(getattr(self.encoder.processor, "sampling_rate", 16_000))
+
+    @property
+    def hf_config(self) -> Any:
+        hf = self.encoder.hf_model
+        return hf.config if hf is not None else None
+
+    @classmethod
+    def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: str = "finetune", *,
+                        layer_sum: bool = False, freeze_feature_encoder: bool = True,
+                        mask_time_prob: float | None = None, **encoder_kwargs: Any) -> AudioClassifier:
+        """Load the encoder (Hub id, local HF folder or nn.Module) and add a head for ``labels``.
+
+        ``layer_sum=True`` pools a learned weighted sum of all hidden layers (SUPERB protocol)
+        instead of the last layer. With ``linear_probe`` the layer weights stay uniform: they
+        belong to the frozen encoder, and the features are cached once. ``mask_time_prob``
+        overrides the checkpoint's SpecAugment time masking (transformers applies at least
+        ``mask_time_min_masks`` masks of ``mask_time_length`` frames, which can hide a short word).
+        """
+        encoder = load_encoder(spec, task="audio", **encoder_kwargs)
+        if mask_time_prob is not None and encoder.hf_model is not None:
+            set_regularisation(encoder.hf_model.config, mask_time_prob=mask_time_prob)
+        if layer_sum:
+            if encoder.hf_model is None:
+                raise ValueError("layer_sum needs a Hugging Face audio model")
+            enable_layer_sum(encoder.hf_model)
+        return cls(encoder, labels, strategy, freeze_feature_encoder=freeze_feature_encoder)
+
+    # -- hooks of TransferClassifier ----------------------------------------------------------
+    def _min_samples(self, training: bool) -> int:
+        cfg = self.hf_config
+        mask = getattr(cfg, "mask_time_length", 0) if training and getattr(cfg, "mask_time_prob", 0) > 0 else 0
+        return min_input_samples(cfg, mask) if cfg is not None else 0
+
+    def _inputs(self, examples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        n = self._min_samples(False)
+        rows = [{"input_values": np.pad(w, (0, max(0, n - len(w))))} for w in examples]
+        return AudioCollator(self.encoder.processor, self.sampling_rate)(rows)
+
+    def logits(self, examples: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+        """Class scores per clip, batched shortest-first so that little padding enters any batch
+        (group-norm front ends such as wav2vec2-base's normalise over padded samples too)."""
+        order = np.argsort([len(w) for w in examples], kind="stable")
+        scores = super().logits([examples[i] for i in order], batch_size)
+        return scores[torch.as_tensor(np.argsort(order))]
+
+    def _labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
+        ds = as_audio_dataset(data, self.sampling_rate)
+        return ds.waveforms, [str(t) for t in ds.targets]
+
+    def _card_data(self) -> dict[str, Any]:
+        return super()._card_data() | {"sampling rate": f"{self.sampling_rate} Hz"}
+
+    def _collator(self) -> AudioCollator:
+        return AudioCollator(self.encoder.processor, self.sampling_rate, targets=lambda t: self.label2id[str(t)])
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
+            augment: WaveAugment | None = None, max_seconds: float | None = None, **overrides: Any) -> dict:
+        """Train on ``train`` (folder, manifest, datasets.Dataset, AudioDataset or ``(arrays, labels)``),
+        keeping the best epoch on ``eval``.
+
+        Args:
+            augment: waveform augmentation of training clips (none by default; the linear-probe
+                stage trains on cached features of un-augmented clips).
+            max_seconds: random crop of longer training clips (run_audio_classification's
+                ``max_length_seconds``); evaluation always sees whole clips.
+            overrides: :class:`TrainConfig` fields (``epochs=5, lr=3e-5``).
+
+        Returns each stage's :class:`~transferkit.common.TrainResult`.
+        """
+        # No length grouping by default: in keyword spotting a clip's length says much about its
+        # word, so length-sorted batches hold few classes each and training stalled (measured).
+        config = (config or TrainConfig()).replace(strategy=self.strategy, **overrides)
+        train_set = as_audio_dataset(train, self.sampling_rate)
+        eval_set = as_audio_dataset(eval, self.sampling_rate) if eval is not None else None
+        self.check_labels(train_set.targets, "the training data")
+        if eval_set is not None:
+            self.check_labels(eval_set.targets, "the evaluation data")
+            eval_set = eval_set.with_options(min_samples=self._min_samples(False))
+        if self.encoder.hf_model is not None:
+            warn_if_masks_hide_clips(self.encoder.hf_model, train_set.lengths)
+        fit_set = train_set.with_options(transform=augment, min_samples=self._min_samples(True),
+                                         max_seconds=max_seconds, crop="random", seed=config.seed)
+        processor = self.encoder.processor
+        fps = {"preprocess": fingerprint(type(processor).__name__, processor.to_dict() if hasattr(processor, "to_dict") else None)}
+        if eval_set is not None:
+            fps["eval"] = eval_set.fingerprint()
+        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy,
+                           "train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                           "skipped_train_clips": train_set.report.n_skipped,
+                           "feature_encoder_frozen": self.encoder.front_end_frozen,
+                           "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False))}
+        # The probe caches features once: of whole, un-augmented clips, never of random crops.
+        probe_set = train_set.with_options(min_samples=self._min_samples(False))
+        fps["train"] = probe_set.fingerprint()
+        return self._train(config, fit_set, eval_set, train_collate=self._collator(), eval_collate=self._collator(),
+                           fingerprints=fps, lengths=fit_set.lengths, probe_train=probe_set)
+
+    # -- inference ----------------------------------------------------------------------------
+    def _clips(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
+        if isinstance(clips, AudioDataset):
+            return as_audio_dataset(clips, self.sampling_rate).waveforms
+        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
+            clips = [clips]
+        return [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
+                else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate)
+                for c in clips]
+
+    def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 32) -> list[dict]:
+        """Label and class probabilities per clip: a path, an array at ``sampling_rate`` (default: the
+        encoder's), or a list of them."""
+        return self._predict(self._clips(clips, sampling_rate), batch_size)

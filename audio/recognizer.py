@@ -1,0 +1,348 @@
+"""SpeechRecognizer: CTC speech recognition by transfer from a pretrained speech encoder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.common import Encoder, TrainConfig, Trainer, TrainResult, get_strategy, merge_lora
+from transferkit.common.hub import push_to_hub, write_model_card
+from transferkit.common.strategies import has_lora
+
+from .augment import WaveAugment
+from .ctc import StreamingCTCEval, ctc_loss_fp32, greedy_decode
+from .data import AudioDataset, SkipReport, as_audio_dataset, load_audio, prepare_waveform
+from .encoder import (
+    AudioCollator,
+    AudioEncoder,
+    default_feature_extractor,
+    min_input_samples,
+    warn_if_masks_hide_clips,
+)
+from .vocab import DEFAULT_CHARS_TO_IGNORE, build_vocab, encode_transcripts, make_processor
+
+log = logging.getLogger(__name__)
+
+
+class _Transcribed(torch.utils.data.Dataset):
+    """An AudioDataset whose transcripts were turned into token ids (bad ones already dropped)."""
+
+    def __init__(self, clips: AudioDataset, ids: list[list[int]]) -> None:
+        self.clips, self.ids = clips, ids
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.clips[i]
+        row["target"] = self.ids[i]
+        return row
+
+
+def _pooled(module: nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+    """Mean of the last hidden states over valid frames (the Encoder contract's pooled features)."""
+    hidden = module(input_values, attention_mask=attention_mask).last_hidden_state
+    if attention_mask is None:
+        return hidden.mean(1)
+    mask = module._get_feature_vector_attention_mask(hidden.shape[1], attention_mask).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class SpeechRecognizer:
+    """CTC transcription: a pretrained speech encoder plus a new character head.
+
+    The vocabulary comes from the training transcripts (lower-cased, ``chars_to_ignore``
+    dropped, ``|`` between words, ``[UNK]``, ``[PAD]`` as the CTC blank), or from an explicit
+    ``vocab`` / ``processor``. The CTC loss always runs in fp32 outside autocast; a step with a
+    non-finite loss is skipped and counted by the trainer.
+
+    Args:
+        model: a ``*ForCTC`` model whose head matches the processor's tokenizer.
+        processor: a ``Wav2Vec2Processor`` (feature extractor + CTC tokenizer).
+        strategy: any registered strategy; ``lp_ft`` trains the head first, then everything.
+        freeze_feature_encoder: keep the convolutional waveform front end frozen (default).
+
+    Example:
+        >>> asr = SpeechRecognizer.from_pretrained("facebook/wav2vec2-base",
+        ...                                        transcripts=["seven one", "two"])  # doctest: +SKIP
+        >>> asr.fit("train.csv", eval="dev.csv", epochs=20, lr=1e-4)  # doctest: +SKIP
+        >>> asr.transcribe(["clip.wav"])  # doctest: +SKIP
+        >>> asr.save("asr-model")  # pipeline("automatic-speech-recognition", model="asr-model")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, processor: Any, strategy: str = "finetune", *,
+                 freeze_feature_encoder: bool = True, spec: str | None = None) -> None:
+        vocab_size = len(processor.tokenizer)
+        if model.config.vocab_size != vocab_size:
+            raise ValueError(f"the CTC head has {model.config.vocab_size} outputs but the tokenizer has "
+                             f"{vocab_size} tokens; load with from_pretrained(..., processor=...) to resize it")
+        self.model, self.processor, self.strategy = model, processor, strategy
+        body = model.base_model
+        self.encoder = AudioEncoder.wrap(
+            Encoder(body, model.lm_head.in_features, processor=processor.feature_extractor, forward_fn=_pooled,
+                    layers=getattr(getattr(body, "encoder", None), "layers", None), spec=spec or model.name_or_path,
+                    hf_model=model),
+            freeze_feature_encoder)
+        self.results: dict[str, TrainResult] = {}
+        self.train_info: dict[str, Any] = {}
+        self.skip_report = SkipReport()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.processor.feature_extractor.sampling_rate)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike,
+        *,
+        transcripts: Sequence[str] | None = None,
+        vocab: dict[str, int] | None = None,
+        tokenizer: Any = None,
+        processor: Any = None,
+        strategy: str = "finetune",
+        chars_to_ignore: str = DEFAULT_CHARS_TO_IGNORE,
+        lowercase: bool = True,
+        freeze_feature_encoder: bool = True,
+        ctc_zero_infinity: bool = True,
+        mask_time_prob: float = 0.05,
+        mask_time_length: int = 10,
+        mask_feature_prob: float = 0.0,
+        layerdrop: float = 0.0,
+        hidden_dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        feat_proj_dropout: float = 0.0,
+        final_dropout: float = 0.0,
+        trust_remote_code: bool = False,
+    ) -> SpeechRecognizer:
+        """Load an encoder (Hub id or local HF folder) with a CTC head for a vocabulary.
+
+        The vocabulary is, in order of precedence: ``processor``, a CTC ``tokenizer``, ``vocab``,
+        one built from ``transcripts``, or the tokenizer saved in ``spec`` (continuing a recognizer). Dropouts
+        default to 0 and ``mask_time_prob`` to 0.05, as in run_speech_recognition_ctc.
+        """
+        from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Processor
+
+        spec = str(spec)
+        if processor is None and tokenizer is not None:
+            try:
+                fe = AutoFeatureExtractor.from_pretrained(spec)
+            except (OSError, ValueError):
+                fe = default_feature_extractor()
+            processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer)
+        if processor is None:
+            if vocab is None and transcripts is not None:
+                vocab = build_vocab(transcripts, chars_to_ignore, lowercase)
+            if vocab is not None:
+                try:
+                    fe = AutoFeatureExtractor.from_pretrained(spec)
+                except (OSError, ValueError):
+                    fe = None
+                processor = make_processor(vocab, feature_extractor=fe, chars_to_ignore=chars_to_ignore, lowercase=lowercase)
+            else:
+                try:
+                    processor = Wav2Vec2Processor.from_pretrained(spec)
+                except (OSError, ValueError, TypeError) as err:
+                    raise ValueError(f"{spec} has no CTC tokenizer: pass transcripts=, vocab= or processor=") from err
+        tok = processor.tokenizer
+        from transferkit.common.encoders import quiet_transformers
+
+        with quiet_transformers():  # "newly initialised lm_head" is the point of transfer
+            model = AutoModelForCTC.from_pretrained(
+                spec, vocab_size=len(tok), pad_token_id=tok.pad_token_id, ctc_zero_infinity=ctc_zero_infinity,
+                ctc_loss_reduction="mean", mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
+                mask_feature_prob=mask_feature_prob, layerdrop=layerdrop, hidden_dropout=hidden_dropout,
+                attention_dropout=attention_dropout, activation_dropout=activation_dropout,
+                feat_proj_dropout=feat_proj_dropout, final_dropout=final_dropout,
+                ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+            )
+        return cls(model, processor, strategy, freeze_feature_encoder=freeze_feature_encoder, spec=spec)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _min_samples(self, training: bool) -> int:
+        cfg = self.model.config
+        mask = cfg.mask_time_length if training and cfg.mask_time_prob > 0 else 0
+        return min_input_samples(cfg, mask)
+
+    def _dataset(self, data: Any, *, training: bool, min_seconds: float | None = None,
+                 max_seconds: float | None = None) -> _Transcribed:
+        ds = as_audio_dataset(data, self.sampling_rate)
+        if min_seconds is not None or max_seconds is not None:
+            ds = ds.filter_duration(min_seconds, max_seconds)
+        ids = encode_transcripts([str(t) for t in ds.targets], self.tokenizer, ds.sources, ds.report)
+        min_samples = self._min_samples(training)
+        keep = []
+        for i, (y, n) in enumerate(zip(ids, ds.lengths)):
+            if y is None:
+                continue
+            frames = int(self.model._get_feat_extract_output_lengths(torch.tensor(max(n, min_samples))))
+            # CTC needs a frame per label plus a blank between repeated labels; anything less is infeasible.
+            needed = len(y) + sum(a == b for a, b in zip(y, y[1:]))
+            if frames < needed:
+                ds.report.skip("transcript too long for the clip", ds.sources[i])
+                continue
+            keep.append(i)
+        if not keep:
+            raise ValueError(f"no usable (clip, transcript) pairs: {ds.report}")
+        self.skip_report = ds.report
+        sub = ds.subset(keep).with_options(min_samples=min_samples)
+        return _Transcribed(sub, [ids[i] for i in keep])
+
+    def _collator(self) -> AudioCollator:
+        return AudioCollator(self.processor.feature_extractor, self.sampling_rate, targets=lambda ids: ids, ctc=True)
+
+    # -- training -----------------------------------------------------------------------------
+    def _loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        out = model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask"))
+        mask = batch.get("attention_mask")
+        n = mask.sum(-1) if mask is not None else torch.full((len(batch["input_values"]),), batch["input_values"].shape[-1])
+        frames = _unwrap(model)._get_feat_extract_output_lengths(n)
+        return ctc_loss_fp32(out.logits, batch["labels"], frames, blank_id=self.tokenizer.pad_token_id,
+                             zero_infinity=bool(_unwrap(model).config.ctc_zero_infinity))
+
+    def _decode_batch(self, model: nn.Module, batch: dict) -> tuple[list[str], list[str]]:
+        logits = model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask")).logits
+        mask = batch.get("attention_mask")
+        lengths = _unwrap(model)._get_feat_extract_output_lengths(mask.sum(-1)) if mask is not None else None
+        hyps = greedy_decode(logits.float(), self.tokenizer, lengths=lengths)
+        refs = []
+        if "labels" in batch:
+            labels = batch["labels"].masked_fill(batch["labels"] < 0, self.tokenizer.pad_token_id)
+            refs = self.tokenizer.batch_decode(labels.tolist(), group_tokens=False, skip_special_tokens=True)
+        return refs, hyps
+
+    def _evaluate(self, model: nn.Module, loader: Any) -> dict:
+        ev = StreamingCTCEval()  # strings only: the logits of one batch at a time
+        for batch in loader:
+            ev.add(*self._decode_batch(model, batch))
+        return ev.result()
+
+    def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
+            augment: WaveAugment | None = None, min_seconds: float | None = None,
+            max_seconds: float | None = None, **overrides: Any) -> dict[str, TrainResult]:
+        """Train on (clip, transcript) data, keeping the epoch with the lowest WER on ``eval``.
+
+        Args:
+            train: a CSV/TSV manifest ``path,transcript``, a ``datasets.Dataset``, an
+                :class:`AudioDataset` with transcript targets, or ``(arrays, transcripts)``.
+            augment: waveform augmentation of training clips (e.g. speed perturbation).
+            min_seconds, max_seconds: duration filters; filtered clips are counted.
+            overrides: :class:`TrainConfig` fields. Length-grouped batching is on by default.
+        """
+        base = config or TrainConfig(metric_for_best="wer", greater_is_better=False, group_by_length=True)
+        config = base.replace(strategy=self.strategy, **overrides)
+        train_set = self._dataset(train, training=True, min_seconds=min_seconds, max_seconds=max_seconds)
+        skipped = self.skip_report.n_skipped
+        warn_if_masks_hide_clips(self.model, train_set.clips.lengths)
+        eval_set = self._dataset(eval, training=False) if eval is not None else None
+        if augment is not None:
+            train_set.clips = train_set.clips.with_options(transform=augment, seed=config.seed)
+        if eval_set is None and config.metric_for_best in ("wer", "cer"):
+            config = config.replace(metric_for_best="wer")  # unused without eval data
+        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy,
+                           "train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                           "skipped_train_clips": skipped, "vocab_size": len(self.tokenizer),
+                           "feature_encoder_frozen": self.encoder.front_end_frozen}
+        strategy = get_strategy(self.strategy)
+        out = Path(config.output_dir)
+        self.results = {}
+        for stage in strategy.stages:
+            stage_strategy = get_strategy(stage)
+            multi = len(strategy.stages) > 1
+            groups = stage_strategy.param_groups(self.encoder, self.model.lm_head, config)
+            epochs = config.probe_epochs if multi and stage_strategy.uses_feature_cache else config.epochs
+            stage_cfg = config.replace(output_dir=str(out / stage if multi else out), epochs=max(1, epochs))
+            trainer = Trainer(self.model, stage_cfg, compute_loss=self._loss, param_groups=groups,
+                              evaluate=self._evaluate if eval_set is not None else None,
+                              run_info={"stage": stage, "base_model": self.encoder.spec, "vocab": self.tokenizer.get_vocab()})
+            self.results[stage] = trainer.fit(train_set, eval_set, collate_fn=self._collator(),
+                                              lengths=train_set.clips.lengths)
+            self.model = trainer.model
+        return self.results
+
+    # -- inference ----------------------------------------------------------------------------
+    def _waves(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
+        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
+            clips = [clips]
+        return [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
+                else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate) for c in clips]
+
+    @torch.no_grad()
+    def transcribe(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 16) -> list[str]:
+        """Greedy transcription of clips (paths, or arrays at ``sampling_rate``)."""
+        waves = self._waves(clips, sampling_rate)
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        collate, min_samples, out = AudioCollator(self.processor.feature_extractor, self.sampling_rate), self._min_samples(False), []
+        for start in range(0, len(waves), batch_size):
+            rows = [{"input_values": np.pad(w, (0, max(0, min_samples - len(w))))} for w in waves[start:start + batch_size]]
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
+            out += self._decode_batch(self.model, batch)[1]
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, data: Any, *, batch_size: int = 16) -> dict:
+        """WER, CER and exact-match rate of greedy transcriptions (streamed: strings only are kept)."""
+        ds = self._dataset(data, training=False)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=self._collator())
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        ev = StreamingCTCEval()
+        for batch in loader:
+            ev.add(*self._decode_batch(self.model, {k: v.to(device) for k, v in batch.items()}))
+        return {**ev.result(), "examples": len(ds), "skipped": self.skip_report.n_skipped}
+
+    # -- export -------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, *, metrics: dict | None = None) -> Path:
+        """Export a folder (model, vocabulary, feature extractor, card) that
+        ``pipeline("automatic-speech-recognition")`` loads; LoRA adapters are merged."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if has_lora(self.model):
+            merge_lora(self.model)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.processor.save_pretrained(folder)  # vocab.json travels with the weights, never apart
+        (folder / "transferkit.json").write_text(json.dumps(self.train_info, indent=2, default=str) + "\n")
+        write_model_card(folder, task="automatic-speech-recognition", base_model=str(self.encoder.spec),
+                         strategy=self.strategy, data={k: v for k, v in self.train_info.items() if k.endswith(("examples", "size"))}
+                         | {"sampling rate": f"{self.sampling_rate} Hz"},
+                         metrics=metrics, pipeline_tag="automatic-speech-recognition")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> SpeechRecognizer:
+        """Load an export written by :meth:`save`."""
+        from transformers import AutoModelForCTC, Wav2Vec2Processor
+
+        folder = Path(folder)
+        info = json.loads((folder / "transferkit.json").read_text()) if (folder / "transferkit.json").exists() else {}
+        rec = cls(AutoModelForCTC.from_pretrained(folder), Wav2Vec2Processor.from_pretrained(folder),
+                  info.get("strategy", "finetune"), freeze_feature_encoder=info.get("feature_encoder_frozen", True),
+                  spec=info.get("base_model"))
+        rec.train_info = info
+        return rec
+
+    def push_to_hub(self, repo_id: str, *, folder: str | os.PathLike | None = None, token: str | None = None,
+                    private: bool = False) -> str:
+        """Export (to ``folder`` or a temporary folder) and upload to the Hub."""
+        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="transferkit-export-"))
+        self.save(folder)
+        return push_to_hub(folder, repo_id, token=token, private=private)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
