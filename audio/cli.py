@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from transferkit.common.cli import add_train_arguments, dataclass_from_args, print_json
+from transferkit.common.cli import add_push_verb, add_train_arguments, dataclass_from_args, print_json
 from transferkit.common.config import TrainConfig
 
 
@@ -55,11 +55,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(pt)
     pt.set_defaults(func=_pretrain)
 
-    push = verbs.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
-    push.add_argument("--model", required=True, help="exported model folder")
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(func=_push)
+    add_push_verb(verbs)
 
 
 def _is_recognizer(folder: str) -> bool:
@@ -142,9 +138,3 @@ def _pretrain(args: argparse.Namespace) -> int:
     print_json({"encoder": res.folder, "final": res.final})
     return 0
 
-
-def _push(args: argparse.Namespace) -> int:
-    from transferkit.common.hub import push_to_hub
-
-    print(push_to_hub(args.model, args.repo_id, private=args.private))
-    return 0

@@ -64,6 +64,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, TrainConfig)
 
 
+def add_push_verb(verbs: Any) -> None:
+    """``push --model FOLDER --repo-id ID [--private]``: upload an exported folder to the Hub."""
+    push = verbs.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
+    push.add_argument("--model", required=True, help="exported model folder")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_push)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    print(push_to_hub(args.model, args.repo_id, private=args.private))
+    return 0
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

@@ -17,6 +17,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curve(history: Sequence[dict], path: str | Path, metric: str | None = None) -> Path:
     """Training loss (and the evaluation metric, if logged) per epoch."""
     plt = _pyplot()
@@ -34,11 +42,7 @@ def plot_learning_curve(history: Sequence[dict], path: str | Path, metric: str |
         ax2.legend(loc="center right")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -58,11 +62,7 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
                     color="white" if cm[i, j] > peak / 2 else "black")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_bars(rows: Sequence[dict], label_key: str, value_keys: Sequence[str], path: str | Path,
@@ -78,14 +78,10 @@ def plot_bars(rows: Sequence[dict], label_key: str, value_keys: Sequence[str], p
     ax.set_xticks(x, [str(r[label_key]) for r in rows], rotation=20, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str], floatfmt: str = ".3f") -> str:

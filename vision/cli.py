@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transferkit.common.cli import (
     add_dataclass_arguments,
+    add_push_verb,
     add_train_arguments,
     dataclass_from_args,
     print_json,
@@ -46,11 +47,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--out", required=True, help="export folder")
     ex.set_defaults(func=_export)
 
-    push = verbs.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
-    push.add_argument("--model", required=True, help="exported model folder")
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(func=_push)
+    add_push_verb(verbs)
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -98,9 +95,3 @@ def _export(args: argparse.Namespace) -> int:
     print_json({"model": str(clf.save(args.out))})
     return 0
 
-
-def _push(args: argparse.Namespace) -> int:
-    from transferkit.common.hub import push_to_hub
-
-    print(push_to_hub(args.model, args.repo_id, private=args.private))
-    return 0

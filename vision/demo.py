@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from transferkit.common import TrainConfig, greedy_soup, merge_lora
+from transferkit.common.encoders import quiet_transformers
 from transferkit.common.report import markdown_table, plot_bars
 from transferkit.common.strategies import has_lora
 
@@ -60,7 +61,8 @@ def tiny_vit_folder(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     cfg = ViTConfig(image_size=8, patch_size=2, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                     intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    with quiet_transformers():
+        ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
     ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
     return path
 
