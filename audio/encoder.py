@@ -10,14 +10,14 @@ attributes that a user tunes per run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferkit.common.encoders import Encoder, EncoderBlock
+from transferkit.common.encoders import Encoder
 
 from .data import receptive_field
 
@@ -30,17 +30,17 @@ FRONT_END_NAMES = ("feature_extractor",)
 class AudioEncoder(Encoder):
     """An :class:`~transferkit.common.Encoder` whose waveform front end can stay frozen under every strategy.
 
-    With ``freeze_front_end`` the front end's parameters are hidden from ``parameters()``,
-    ``named_parameters()`` and ``blocks()``, which is what strategies read: no strategy can
-    switch them back on, and the model's own flag stops gradients from reaching the raw-waveform
-    convolutions at all (on CPUs that backward pass dominates the step).
+    With ``freeze_front_end`` the front end's parameters are pinned frozen (see
+    :meth:`~transferkit.common.Encoder.pin_frozen`): no strategy can switch them back on, and the
+    model's own flag stops gradients from reaching the raw-waveform convolutions at all (on CPUs
+    that backward pass dominates the step).
 
     Example:
         >>> from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
         >>> model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
         ...     num_attention_heads=2, intermediate_size=32, conv_dim=(8,), conv_kernel=(10,), conv_stride=(5,)))
         >>> enc = AudioEncoder.wrap(Encoder(model.wav2vec2, 32))
-        >>> any("feature_extractor" in n for n, _ in enc.named_parameters())
+        >>> any("feature_extractor" in n for n, _ in enc.learnable_parameters())
         False
     """
 
@@ -59,32 +59,19 @@ class AudioEncoder(Encoder):
 
     def set_front_end_frozen(self, frozen: bool) -> None:
         front = self.front_end()
-        self._frozen_ids = {id(p) for p in front.parameters()} if (frozen and front is not None) else set()
-        if front is not None:
-            for p in front.parameters():
-                p.requires_grad_(not frozen)
-            if hasattr(front, "_requires_grad"):  # transformers' own switch: no input gradients either
-                front._requires_grad = not frozen
+        self.pin_frozen(None)
+        if front is None:
+            return
+        if frozen:
+            self.pin_frozen(front)
+        else:
+            front.requires_grad_(True)
+        if hasattr(front, "_requires_grad"):  # transformers' own switch: no input gradients either
+            front._requires_grad = not frozen
 
     @property
     def front_end_frozen(self) -> bool:
-        return bool(getattr(self, "_frozen_ids", None))
-
-    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
-                         ) -> Iterator[tuple[str, nn.Parameter]]:
-        frozen = getattr(self, "_frozen_ids", set())
-        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
-            if id(p) not in frozen:
-                yield name, p
-
-    def blocks(self) -> list[EncoderBlock]:
-        frozen = getattr(self, "_frozen_ids", set())
-        out = []
-        for b in super().blocks():
-            kept = {n: p for n, p in b.params.items() if id(p) not in frozen}
-            if kept:
-                out.append(EncoderBlock(b.name, kept))
-        return out
+        return bool(self._pinned)
 
 
 def default_feature_extractor(sampling_rate: int = 16_000) -> Any:

@@ -86,6 +86,26 @@ class Encoder(nn.Module):
         # Both are views into `module`: kept outside the module tree so no weight is registered twice.
         self.__dict__["_layers"] = layers
         self.__dict__["hf_model"] = hf_model
+        self._pinned: set[int] = set()
+
+    def pin_frozen(self, module: nn.Module | None) -> None:
+        """Keep ``module``'s parameters frozen under every strategy (e.g. wav2vec2's waveform CNN);
+        ``None`` releases every pin."""
+        if module is None:
+            self._pinned = set()
+            return
+        for p in module.parameters():
+            p.requires_grad_(False)
+            self._pinned.add(id(p))
+
+    def learnable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters that strategies may train: all but the pinned ones."""
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in self._pinned]
+
+    def set_trainable(self, flag: bool) -> None:
+        """Switch every learnable parameter on or off; pinned ones stay frozen."""
+        for _, p in self.learnable_parameters():
+            p.requires_grad_(flag)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self._forward_fn(self.module, *args, **kwargs)
@@ -95,7 +115,7 @@ class Encoder(nn.Module):
         layers = self._layers if self._layers is not None else _find_layers(self.module)
         named = list(self.module.named_parameters())
         if layers is None or len(layers) == 0:
-            return _blocks_from_children(self.module)
+            return self._without_pinned(_blocks_from_children(self.module))
         layer_param_ids = [{id(p) for p in layer.parameters()} for layer in layers]
         all_layer_ids = set().union(*layer_param_ids)
         stem, top = EncoderBlock("stem"), EncoderBlock("top")
@@ -112,6 +132,11 @@ class Encoder(nn.Module):
             EncoderBlock(f"layer{i}", {by_id[id(p)]: p for p in layer.parameters() if id(p) in by_id})
             for i, layer in enumerate(layers)
         ] + [top]
+        return self._without_pinned(blocks)
+
+    def _without_pinned(self, blocks: list[EncoderBlock]) -> list[EncoderBlock]:
+        for b in blocks:
+            b.params = {n: p for n, p in b.params.items() if id(p) not in self._pinned}
         return [b for b in blocks if b.params]
 
     def fingerprint(self) -> str:

@@ -30,13 +30,8 @@ def split_decay(named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_dec
     return groups
 
 
-def _set_trainable(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def _head_groups(head: nn.Module, config: TrainConfig) -> list[dict]:
-    _set_trainable(head, True)
+    head.requires_grad_(True)
     return split_decay(head.named_parameters(), config.head_lr, config.weight_decay, "head")
 
 
@@ -64,7 +59,7 @@ class LinearProbe(Strategy):
     uses_feature_cache = True
 
     def param_groups(self, encoder, head, config):
-        _set_trainable(encoder, False)
+        encoder.set_trainable(False)
         return _head_groups(head, config)
 
 
@@ -74,8 +69,8 @@ class FineTune(Strategy):
     name = "finetune"
 
     def param_groups(self, encoder, head, config):
-        _set_trainable(encoder, True)
-        return split_decay(encoder.named_parameters(), config.lr, config.weight_decay, "encoder") + _head_groups(head, config)
+        encoder.set_trainable(True)
+        return split_decay(encoder.learnable_parameters(), config.lr, config.weight_decay, "encoder") + _head_groups(head, config)
 
 
 class LPFT(FineTune):
@@ -94,7 +89,7 @@ class Partial(Strategy):
     name = "partial"
 
     def param_groups(self, encoder, head, config):
-        _set_trainable(encoder, False)
+        encoder.set_trainable(False)
         blocks = encoder.blocks()
         layer_idx = [i for i, b in enumerate(blocks) if b.name != "top"]
         first = layer_idx[-config.top_k_blocks] if len(layer_idx) >= config.top_k_blocks else 0
@@ -110,7 +105,7 @@ class LLRD(Strategy):
     name = "llrd"
 
     def param_groups(self, encoder, head, config):
-        _set_trainable(encoder, True)
+        encoder.set_trainable(True)
         blocks = encoder.blocks()
         groups = []
         for i, block in enumerate(blocks):
@@ -143,13 +138,13 @@ class LoRA(Strategy):
     def param_groups(self, encoder, head, config):
         from peft import LoraConfig, inject_adapter_in_model
 
-        _set_trainable(encoder, False)
+        encoder.set_trainable(False)
         if not has_lora(encoder):
             targets = config.lora_targets or lora_targets(encoder)
             cfg = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules=targets, bias="none")
             inject_adapter_in_model(cfg, encoder.module)
-        named = [(n, p) for n, p in encoder.named_parameters() if "lora_" in n]
+        named = [(n, p) for n, p in encoder.learnable_parameters() if "lora_" in n]
         for _, p in named:
             p.requires_grad_(True)
         # Adapters are new weights, so they learn at the head's rate.

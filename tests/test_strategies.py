@@ -113,3 +113,17 @@ def test_registry_rejects_duplicates_and_unknown_names():
         register_strategy(get_strategy("finetune"))
     with pytest.raises(ValueError, match="unknown strategy 'fine_tune'.*finetune"):
         get_strategy("fine_tune")
+
+
+@pytest.mark.parametrize("name", ["finetune", "llrd", "partial"])
+def test_pinned_parameters_stay_frozen_under_every_strategy(name, vit_dir, tmp_path):
+    model = _model(vit_dir)
+    stem = model.encoder.module.vit.embeddings
+    model.encoder.pin_frozen(stem)
+    cfg = TrainConfig(strategy=name, top_k_blocks=4)
+    groups = get_strategy(name).param_groups(model.encoder, model.head, cfg)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert not any(id(p) in grouped or p.requires_grad for p in stem.parameters())
+    before = {k: v.clone() for k, v in stem.state_dict().items()}
+    _one_step(model, groups, tmp_path)
+    assert all(torch.equal(v, stem.state_dict()[k]) for k, v in before.items())
