@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from transferkit.common import Encoder, TrainConfig, Trainer, TrainResult, get_strategy, merge_lora
-from transferkit.common.hub import push_to_hub, write_model_card
+from transferkit.common.hub import PushToHubMixin, write_model_card
 from transferkit.common.strategies import has_lora
 
 from .augment import WaveAugment
@@ -57,7 +56,7 @@ def _pooled(module: nn.Module, input_values: torch.Tensor, attention_mask: torch
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-class SpeechRecognizer:
+class SpeechRecognizer(PushToHubMixin):
     """CTC transcription: a pretrained speech encoder plus a new character head.
 
     The vocabulary comes from the training transcripts (lower-cased, ``chars_to_ignore``
@@ -335,13 +334,6 @@ class SpeechRecognizer:
                   spec=info.get("base_model"))
         rec.train_info = info
         return rec
-
-    def push_to_hub(self, repo_id: str, *, folder: str | os.PathLike | None = None, token: str | None = None,
-                    private: bool = False) -> str:
-        """Export (to ``folder`` or a temporary folder) and upload to the Hub."""
-        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="transferkit-export-"))
-        self.save(folder)
-        return push_to_hub(folder, repo_id, token=token, private=private)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +20,7 @@ from torch import nn
 from .classification import ClassificationModel, train_classifier
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
-from .hub import push_to_hub, write_model_card
+from .hub import PushToHubMixin, write_model_card
 from .metrics import ConfusionMatrix, per_class_report
 from .strategies import get_strategy, has_lora, merge_lora
 
@@ -29,7 +28,7 @@ RUN_FILE = "transferkit-run.json"
 INFO_FILE = "transferkit.json"
 
 
-class TransferClassifier:
+class TransferClassifier(PushToHubMixin):
     """Base class: a pretrained encoder plus a linear head for ``labels``.
 
     Subclasses set ``task`` (the pipeline tag) and ``encoder_task`` (``"image"``/``"audio"``) and
@@ -202,13 +201,6 @@ class TransferClassifier:
         clf.model.head_trained = True
         clf.train_info = {k: v for k, v in meta.items() if k.endswith("examples")}
         return clf
-
-    def push_to_hub(self, repo_id: str, *, folder: str | os.PathLike | None = None, token: str | None = None,
-                    private: bool = False) -> str:
-        """Export (to ``folder`` or a temporary folder) and upload to the Hub."""
-        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="transferkit-export-"))
-        self.save(folder)
-        return push_to_hub(folder, repo_id, token=token, private=private)
 
 
 def save_hf_classifier(hf: nn.Module, head: nn.Linear, labels: list[str], folder: Path) -> None:

@@ -87,6 +87,22 @@ def push_to_hub(
     return str(getattr(info, "commit_url", info))
 
 
+class PushToHubMixin:
+    """``push_to_hub`` for any object whose ``save(folder)`` writes an exportable folder."""
+
+    def save(self, folder: str | os.PathLike) -> Path:  # pragma: no cover - provided by the subclass
+        raise NotImplementedError
+
+    def push_to_hub(self, repo_id: str, *, folder: str | os.PathLike | None = None, token: str | None = None,
+                    private: bool = False) -> str:
+        """Export (to ``folder`` or a temporary folder) and upload to the Hub; returns the commit URL."""
+        import tempfile
+
+        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="transferkit-export-"))
+        self.save(folder)
+        return push_to_hub(folder, repo_id, token=token, private=private)
+
+
 def _is_network_error(err: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(err)}
     return bool(names & {"ConnectionError", "ConnectError", "Timeout", "ConnectTimeout", "ReadTimeout",
