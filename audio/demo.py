@@ -93,11 +93,13 @@ def _train_kws(spec: Path, strategy: str, train: Any, test: Any, run: Path, *, s
     return {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "seconds": time.perf_counter() - t0}
 
 
-def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, scratch: bool, epochs: int, seed: int) -> dict:
+def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, epochs: int, seed: int) -> dict:
     t0 = time.perf_counter()
-    asr = SpeechRecognizer.from_pretrained(spec, transcripts=train.targets, freeze_feature_encoder=not scratch,
+    # Both rows train every weight at the same rate, so they differ only in where they start. Measured with
+    # 600 utterances: keeping the pretrained front end frozen at lr 3e-4 gave CER 0.30, training it at 1e-3 gave 0.11.
+    asr = SpeechRecognizer.from_pretrained(spec, transcripts=train.targets, freeze_feature_encoder=False,
                                            mask_time_prob=0.0)  # utterances are too short for 10-frame masks
-    asr.fit(train, output_dir=str(run), epochs=epochs, batch_size=16, lr=1e-3 if scratch else 3e-4, head_lr=1e-2, seed=seed,
+    asr.fit(train, output_dir=str(run), epochs=epochs, batch_size=16, lr=1e-3, head_lr=1e-2, seed=seed,
             save_checkpoints=False, progress=False)
     res = asr.evaluate(test)
     examples = list(zip(test.targets[:4], asr.transcribe(test.waveforms[:4])))
@@ -106,8 +108,8 @@ def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, scratch: bool, e
 
 
 def run_demo(out_dir: str | Path, seed: int = 0, *, source_words: int = 20, source_clips: int = 2000,
-             source_epochs: int = 4, kws_per_digit: int = 5, ctc_train: int = 60, test_clips: int = 200,
-             target_epochs: int = 20, ctc_epochs: int = 40) -> str:
+             source_epochs: int = 4, kws_per_digit: int = 5, ctc_train: int = 600, test_clips: int = 200,
+             target_epochs: int = 20, ctc_epochs: int = 30) -> str:
     """Pretrain on synthetic words, transfer to digits; return the markdown results table.
 
     Writes ``audio_results.json`` (every number with its split, seed and sizes),
@@ -167,9 +169,9 @@ def run_demo(out_dir: str | Path, seed: int = 0, *, source_words: int = 20, sour
     t0 = time.perf_counter()
     ctc_rows = []
     for method, spec, scratch in (("wav2vec2 from scratch (all weights train)", init, True),
-                                  ("pretrained on words, fine-tune", pretrained, False)):
+                                  ("pretrained on words, fine-tune (all weights train)", pretrained, False)):
         res = _train_ctc(spec, ctc_tr, ctc_te, runs / f"ctc_{'scratch' if scratch else 'pt'}",
-                         scratch=scratch, epochs=ctc_epochs, seed=seed)
+                         epochs=ctc_epochs, seed=seed)
         ctc_rows.append({"task": "CTC transcription", "method": method, "labels": f"{ctc_train} utterances", **res})
     timings["ctc"] = time.perf_counter() - t0
     rows += ctc_rows
