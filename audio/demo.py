@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.common.encoders import quiet_transformers
+
 from .classifier import AudioClassifier
 from .corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips
 from .encoder import default_feature_extractor
@@ -75,7 +77,8 @@ def random_wav2vec2(folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = Wav2Vec2Model(Wav2Vec2Config(**MODEL))
     gabor_filterbank(model.feature_extractor.conv_layers[0].conv)
-    model.save_pretrained(folder)
+    with quiet_transformers():
+        model.save_pretrained(folder)
     default_feature_extractor().save_pretrained(folder)
     return folder
 

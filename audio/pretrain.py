@@ -158,7 +158,8 @@ def pretrain(
                                                                 "base_model": str(encoder)})
     result = trainer.fit(train_set, eval_set, collate_fn=collate, lengths=train_set.lengths)
     folder = Path(output_dir) / "encoder"
-    trainer.model.save_pretrained(folder, safe_serialization=True)
+    with quiet_transformers():
+        trainer.model.save_pretrained(folder, safe_serialization=True)
     fe.save_pretrained(folder)
     log.info("continued pretraining done: %s; encoder saved to %s", loss.last, folder)
     return PretrainResult(str(folder), result, {**loss.last, "gumbel_temperature_steps": loss.step})

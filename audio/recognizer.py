@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from transferkit.common import Encoder, TrainConfig, Trainer, TrainResult, get_strategy, merge_lora
+from transferkit.common.encoders import quiet_transformers
 from transferkit.common.hub import PushToHubMixin, write_model_card
 from transferkit.common.strategies import has_lora
 
@@ -158,7 +159,6 @@ class SpeechRecognizer(PushToHubMixin):
                 except (OSError, ValueError, TypeError) as err:
                     raise ValueError(f"{spec} has no CTC tokenizer: pass transcripts=, vocab= or processor=") from err
         tok = processor.tokenizer
-        from transferkit.common.encoders import quiet_transformers
 
         with quiet_transformers():  # "newly initialised lm_head" is the point of transfer
             model = AutoModelForCTC.from_pretrained(
@@ -313,7 +313,8 @@ class SpeechRecognizer(PushToHubMixin):
         folder.mkdir(parents=True, exist_ok=True)
         if has_lora(self.model):
             merge_lora(self.model)
-        self.model.save_pretrained(folder, safe_serialization=True)
+        with quiet_transformers():
+            self.model.save_pretrained(folder, safe_serialization=True)
         self.processor.save_pretrained(folder)  # vocab.json travels with the weights, never apart
         (folder / "transferkit.json").write_text(json.dumps(self.train_info, indent=2, default=str) + "\n")
         write_model_card(folder, task="automatic-speech-recognition", base_model=str(self.encoder.spec),
