@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchinfo, also when loaded by file path
+import benchinfo  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 K = 10
 ALS = {"factors": 64, "regularization": 0.05, "alpha": 2.0}
@@ -42,25 +45,6 @@ def load(data: Path, smoke: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
         ratings = ratings[(ratings.user <= 120) & (ratings.item <= 300)]
         movies = movies[movies.item <= 300]
     return ratings.reset_index(drop=True), movies.reset_index(drop=True)
-
-
-def commit() -> str:
-    # read the checked-out commit from .git without running git
-    head = ROOT / ".git" / "HEAD"
-    if not head.exists():
-        return "unknown"
-    ref = head.read_text().strip()
-    if not ref.startswith("ref: "):
-        return ref[:12]
-    name = ref[5:]
-    path = ROOT / ".git" / name
-    if path.exists():
-        return path.read_text().strip()[:12]
-    packed = ROOT / ".git" / "packed-refs"
-    for line in packed.read_text().splitlines() if packed.exists() else []:
-        if line.endswith(" " + name):
-            return line.split()[0][:12]
-    return "unknown (no commit yet)"
 
 
 def warm_vs_scratch(ratings: pd.DataFrame, iterations: int, threads: int, seed: int) -> tuple[list, dict]:
@@ -210,7 +194,7 @@ def main(argv=None) -> int:
         f"# {name}", "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs ({args.threads} threads used), "
         f"Python {platform.python_version()}, torch {torch.__version__}",
-        f"- commit: {commit()}",
+        f"- commit: {benchinfo.commit()}",
         f"- command: `{' '.join(['python benchmarks/recsys_ml100k.py', *(argv if argv is not None else sys.argv[1:])])}`",
         f"- data: MovieLens 100K, {len(ratings)} ratings{' (smoke subset)' if args.smoke else ''}; seed {args.seed}; "
         f"ALS {ALS} ({iterations} iterations), the same for every model; no tuning on the test split",
