@@ -11,7 +11,7 @@ setup:
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash .ci/setup
 
 demo: setup
-	$(BIN)/transferkit demo --out $(OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/transferkit demo --out $(OUT)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
