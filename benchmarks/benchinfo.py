@@ -69,15 +69,16 @@ def machine_lines(load_before: str, load_after: str, precision: str, threads: st
 
 
 def _shared_note(before: str, after: str) -> str:
+    # Only the load before the run speaks of other jobs: the load after includes this run's own.
     try:
-        peak = max(float(before.split(",")[0]), float(after.split(",")[0]))
+        other = float(before.split(",")[0])
     except ValueError:
         return ""
     cores = os.cpu_count() or 1
-    if peak > 0.75 * cores + 0.5:
-        return (f"The machine was shared with other jobs (load above its {cores} cores): absolute times "
-                "are pessimistic; ratios measured side by side in this run are the numbers to read.")
-    return "The machine was otherwise idle."
+    if other > 0.5:
+        return (f"Other jobs were running when it started (1-minute load {other:.2f} on {cores} cores): absolute "
+                "times are pessimistic; ratios measured side by side in this run are the numbers to read.")
+    return "The machine was otherwise idle when it started (the load after includes this run's own)."
 
 
 def results_path(results_dir: str | None, name: str, smoke: bool) -> Path:
