@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from transferkit.common.cli import add_push_verb, add_train_arguments, dataclass_from_args, print_json
+from transferkit.common.cli import (
+    add_evaluate_verb,
+    add_predict_verb,
+    add_push_verb,
+    add_train_arguments,
+    dataclass_from_args,
+    print_json,
+    report_evaluation,
+)
 from transferkit.common.config import TrainConfig
 
 
@@ -37,16 +45,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(asr)
     asr.set_defaults(func=_fit_ctc)
 
-    ev = verbs.add_parser("evaluate", help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)")
-    ev.add_argument("--model", required=True, help="exported model folder")
-    ev.add_argument("--data", required=True, help="audio folder or manifest")
-    ev.add_argument("--out", help="folder for confusion_matrix.png and metrics.json")
-    ev.set_defaults(func=_evaluate)
+    add_evaluate_verb(verbs, _evaluate, help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",
+                      data_help="audio folder or manifest")
 
-    pr = verbs.add_parser("predict", help="label (classifier) or transcript (recognizer) for each audio file")
-    pr.add_argument("--model", required=True, help="exported model folder")
-    pr.add_argument("files", nargs="+", help="audio files")
-    pr.set_defaults(func=_predict)
+    add_predict_verb(verbs, _predict, help="label (classifier) or transcript (recognizer) for each audio file",
+                     files_help="audio files")
 
     pt = verbs.add_parser("pretrain", help="continue wav2vec2 self-supervised pretraining on unlabelled audio")
     pt.add_argument("--model", required=True, help="Hub id or local HF folder of a wav2vec2 model")
@@ -109,10 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from .classifier import AudioClassifier
 
         result = AudioClassifier.load(args.model).evaluate(args.data, out_dir=args.out)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=2))
-    print_json({k: v for k, v in result.items() if k != "confusion_matrix"})
+    report_evaluation(result, args.out)
     return 0
 
 

@@ -159,7 +159,7 @@ def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, 
             f"run in a fresh process took {fixed:.1f} s longer than a warm re-run (importing transformers, Accelerate and "
             f"matplotlib, and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
             f"Accelerate setup, {args.probe_epochs} head epochs over batches of cached vectors, config/metrics files "
-            "and the learning-curve plot, which alone costs about 0.6 s: importing matplotlib and drawing). With a "
+            "and the learning-curve plot: importing matplotlib and drawing). With a "
             "backbone this small those fixed seconds are as large as the backbone passes saved; the saving grows with "
             "the backbone's cost and the number of epochs (warm, the ratio is already "
             f"{lp_speedup_warm:.1f}x). What would close it on small backbones: `TrainConfig(plot=False)` (the default "

@@ -64,6 +64,33 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, TrainConfig)
 
 
+def add_evaluate_verb(verbs: Any, func: Any, *, help: str, data_help: str) -> None:
+    """``evaluate --model FOLDER --data PATH [--out DIR]`` for an exported model."""
+    ev = verbs.add_parser("evaluate", help=help)
+    ev.add_argument("--model", required=True, help="exported model folder")
+    ev.add_argument("--data", required=True, help=data_help)
+    ev.add_argument("--out", help="folder for confusion_matrix.png and metrics.json")
+    ev.set_defaults(func=func)
+
+
+def add_predict_verb(verbs: Any, func: Any, *, help: str, files_help: str) -> None:
+    """``predict --model FOLDER FILE...`` for an exported model."""
+    pr = verbs.add_parser("predict", help=help)
+    pr.add_argument("--model", required=True, help="exported model folder")
+    pr.add_argument("files", nargs="+", help=files_help)
+    pr.set_defaults(func=func)
+
+
+def report_evaluation(result: dict, out: str | None) -> None:
+    """Print the metrics (without the raw confusion matrix) and keep them all in ``out/metrics.json``."""
+    if out:
+        from pathlib import Path
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    print_json({k: v for k, v in result.items() if k != "confusion_matrix"})
+
+
 def add_push_verb(verbs: Any) -> None:
     """``push --model FOLDER --repo-id ID [--private]``: upload an exported folder to the Hub."""
     push = verbs.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
@@ -85,6 +112,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _domain_module(domain: str, name: str) -> Any:
+    """``transferkit.<domain>.<name>``, or None when that domain does not provide it."""
+    try:
+        return importlib.import_module(f"transferkit.{domain}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"transferkit.{domain}.{name}":
+            raise  # the module exists but something it imports is missing: say so
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferkit", description="Transfer learning for images, speech and recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
@@ -94,13 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--only", nargs="+", choices=DOMAINS, default=list(DOMAINS), help="run only these parts")
     demo.set_defaults(func=_run_demo)
     for domain in DOMAINS:
-        try:
-            module = importlib.import_module(f"transferkit.{domain}.cli")
-        except ModuleNotFoundError as err:
-            if err.name != f"transferkit.{domain}.cli":
-                raise
-            continue
-        module.register(sub.add_parser(domain, help=module.__doc__.strip().splitlines()[0]))
+        module = _domain_module(domain, "cli")
+        if module is not None:
+            module.register(sub.add_parser(domain, help=module.__doc__.strip().splitlines()[0]))
     return parser
 
 
@@ -111,11 +144,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     for domain in args.only:
-        try:
-            demo = importlib.import_module(f"transferkit.{domain}.demo")
-        except ModuleNotFoundError as err:
-            if err.name != f"transferkit.{domain}.demo":
-                raise
+        demo = _domain_module(domain, "demo")
+        if demo is None:
             continue
         print(f"\n=== {domain} ===", flush=True)
         section = demo.run_demo(out / domain)

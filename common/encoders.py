@@ -23,8 +23,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# Names under which transformers' *For{Image,Audio}Classification models keep their final layer.
-_HEAD_NAMES = ("classifier", "head", "fc")
+# Names under which classification models keep their final layer: transformers' *ForXClassification
+# ("classifier"), timm ("head"), torchvision ResNets ("fc") and ViTs ("heads").
+_HEAD_NAMES = ("classifier", "head", "fc", "heads")
+_HEAD_PREFIXES = tuple(f"{name}." for name in _HEAD_NAMES)
 
 
 class EncoderNotFoundError(OSError):
@@ -305,18 +307,11 @@ def _load_torchvision(name: str, weights: str | os.PathLike | None) -> Encoder:
         log.warning("torchvision:%s without weights= starts from random initialisation", name)
     else:
         # The old classifier is dropped anyway; its shape may differ (another number of classes).
-        state = {k: v for k, v in _load_state_file(weights).items() if not k.startswith(("fc.", "classifier.", "heads."))}
+        state = {k: v for k, v in _load_state_file(weights).items() if not k.startswith(_HEAD_PREFIXES)}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith(("fc.", "classifier.", "heads."))]:
+        if unexpected or [k for k in missing if not k.startswith(_HEAD_PREFIXES)]:
             raise ValueError(f"weights {weights} do not match torchvision:{name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for attr in ("fc", "classifier", "heads"):
-        if hasattr(model, attr):
-            _, dim = _take_head(model) if attr != "heads" else (None, model.heads[-1].in_features)
-            if attr == "heads":
-                model.heads[-1] = nn.Identity()
-            break
-    else:
-        raise ValueError(f"torchvision:{name} has no fc/classifier/heads layer to replace")
+    _, dim = _take_head(model)
     processor = ViTImageProcessor(size={"height": 224, "width": 224},
                                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     return Encoder(model, dim, processor=processor, spec=f"torchvision:{name}")

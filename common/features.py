@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self.hits = 0
-        self.misses = 0
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
@@ -75,10 +73,8 @@ class FeatureCache:
         key = fingerprint(*key_parts)
         path = self.path(key)
         if path.exists():
-            self.hits += 1
             data = load_file(str(path))
             return data["features"], data["labels"]
-        self.misses += 1
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         was_training = encoder.training
         encoder.eval().to(device)
@@ -97,7 +93,3 @@ class FeatureCache:
         os.replace(tmp, path)
         log.info("cached %d feature vectors at %s", len(features), path)
         return features, labels_t
-
-    @staticmethod
-    def as_dataset(features: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
-        return TensorDataset(features, labels)

@@ -119,13 +119,31 @@ def test_mixup_cutmix_turn_labels_into_soft_targets(vit_dir, images):
         AugmentConfig(crop_scale=(0.5, 1.5))
 
 
-def test_training_with_mixup_and_randaugment(vit_dir, images, tmp_path):
-    from transferkit.vision.transforms import AugmentConfig
+def test_training_with_mixup_and_randaugment(vit_dir, images, tmp_path, monkeypatch):
+    import transferkit.vision.classifier as classifier_module
+    from transferkit.vision.transforms import AugmentConfig, batch_mixer
 
+    seen = []
+
+    def spying_mixer(aug, num_classes):
+        mixer = batch_mixer(aug, num_classes)
+
+        def mix(x, y):
+            x, y = mixer(x, y)
+            seen.append(tuple(y.shape))
+            return x, y
+
+        return mix
+
+    monkeypatch.setattr(classifier_module, "batch_mixer", spying_mixer)
     clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"])
     res = clf.fit(images, eval=images, augment=AugmentConfig(mixup=0.2, randaugment=True),
                   output_dir=str(tmp_path), epochs=2, batch_size=8, progress=False)
-    assert len(res["finetune"].history) == 2 and res["finetune"].history[-1]["train_loss"] > 0
+    # 24 images in batches of 8 for 2 epochs: every training batch was mixed into soft targets
+    assert seen == [(8, 2)] * 6
+    assert all(h["skipped_steps"] == 0 for h in res["finetune"].history)
+    run = json.loads((tmp_path / "transferkit-run.json").read_text())
+    assert run["augment"]["mixup"] == 0.2 and run["augment"]["randaugment"] is True
 
 
 def test_cnn_stages_are_flattened_into_residual_blocks():

@@ -8,10 +8,13 @@ from pathlib import Path
 
 from transferkit.common.cli import (
     add_dataclass_arguments,
+    add_evaluate_verb,
+    add_predict_verb,
     add_push_verb,
     add_train_arguments,
     dataclass_from_args,
     print_json,
+    report_evaluation,
 )
 from transferkit.common.config import TrainConfig
 
@@ -31,16 +34,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(fit, AugmentConfig)
     fit.set_defaults(func=_fit)
 
-    ev = verbs.add_parser("evaluate", help="accuracy, macro-F1, per-class report and confusion matrix")
-    ev.add_argument("--model", required=True, help="exported model folder")
-    ev.add_argument("--data", required=True, help="image folder or CSV")
-    ev.add_argument("--out", help="folder for confusion_matrix.png and metrics.json")
-    ev.set_defaults(func=_evaluate)
+    add_evaluate_verb(verbs, _evaluate, help="accuracy, macro-F1, per-class report and confusion matrix",
+                      data_help="image folder or CSV")
 
-    pr = verbs.add_parser("predict", help="label and probabilities for each image")
-    pr.add_argument("--model", required=True, help="exported model folder")
-    pr.add_argument("images", nargs="+", help="image files")
-    pr.set_defaults(func=_predict)
+    add_predict_verb(verbs, _predict, help="label and probabilities for each image", files_help="image files")
 
     ex = verbs.add_parser("export", help="export the best checkpoint of a training run")
     ex.add_argument("--run", required=True, help="the output_dir of `fit`")
@@ -72,10 +69,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .classifier import ImageClassifier
 
-    result = ImageClassifier.load(args.model).evaluate(args.data, out_dir=args.out)
-    if args.out:
-        (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=2))
-    print_json({k: result[k] for k in ("accuracy", "macro_f1", "examples", "per_class")})
+    report_evaluation(ImageClassifier.load(args.model).evaluate(args.data, out_dir=args.out), args.out)
     return 0
 
 
@@ -83,7 +77,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .classifier import ImageClassifier
 
     clf = ImageClassifier.load(args.model)
-    for path, pred in zip(args.images, clf.predict(args.images)):
+    for path, pred in zip(args.files, clf.predict(args.files)):
         print(json.dumps({"image": path, "label": pred["label"], "score": round(pred["score"], 4)}))
     return 0
 
