@@ -6,6 +6,7 @@ Example:
 
 from .augment import WaveAugment
 from .classifier import AudioClassifier
+from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
 from .ctc import error_rates, greedy_decode
 from .data import AudioDataError, AudioDataset, load_audio
 from .pretrain import pretrain
@@ -17,7 +18,12 @@ __all__ = [
     "AudioClassifier",
     "AudioDataError",
     "AudioDataset",
+    "AudioModelConfig",
+    "CTCConfig",
+    "ClipCrop",
+    "ClipFilter",
     "MfccLogReg",
+    "PretrainConfig",
     "SpeechRecognizer",
     "WaveAugment",
     "build_vocab",

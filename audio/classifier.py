@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -10,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.common import TrainConfig, load_encoder
-from transferkit.common.classifier import TransferClassifier
+from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
 
 from .augment import WaveAugment
+from .config import AudioModelConfig
 from .data import AudioDataset, as_audio_dataset, load_audio, prepare_waveform
 from .encoder import (
     AudioCollator,
@@ -56,7 +57,7 @@ class AudioClassifier(TransferClassifier):
     task = "audio-classification"
     encoder_task = "audio"
 
-    def __init__(self, encoder: Any, labels: Sequence[str], strategy: str = "finetune",
+    def __init__(self, encoder: Any, labels: Sequence[str], strategy: Any = "finetune",
                  *, freeze_feature_encoder: bool = True) -> None:
         encoder = AudioEncoder.wrap(encoder, freeze_feature_encoder)
         if encoder.processor is None:
@@ -64,7 +65,7 @@ class AudioClassifier(TransferClassifier):
         super().__init__(encoder, labels, strategy)
 
     @classmethod
-    def _from_encoder(cls, encoder: Any, labels: list[str], info: dict) -> AudioClassifier:
+    def rebuild(cls, encoder: Any, labels: list[str], info: dict) -> AudioClassifier:
         if info.get("layer_sum") and encoder.hf_model is not None and not encoder.hf_model.config.use_weighted_layer_sum:
             enable_layer_sum(encoder.hf_model)
         return cls(encoder, labels, info.get("strategy", "finetune"),
@@ -84,25 +85,28 @@ class AudioClassifier(TransferClassifier):
         return hf.config if hf is not None else None
 
     @classmethod
-    def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: str = "finetune", *,
-                        layer_sum: bool = False, freeze_feature_encoder: bool = True,
-                        mask_time_prob: float | None = None, **encoder_kwargs: Any) -> AudioClassifier:
+    def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: Any = "finetune", *,
+                        config: AudioModelConfig | None = None, **kwargs: Any) -> AudioClassifier:
         """Load the encoder (Hub id, local HF folder or nn.Module) and add a head for ``labels``.
 
+        ``config`` (or its fields as keywords: ``layer_sum=True``, ``freeze_feature_encoder=False``,
+        ``mask_time_prob=0``) sets the encoder up; other keywords go to ``load_encoder``.
         ``layer_sum=True`` pools a learned weighted sum of all hidden layers (SUPERB protocol)
         instead of the last layer. With ``linear_probe`` the layer weights stay uniform: they
         belong to the frozen encoder, and the features are cached once. ``mask_time_prob``
         overrides the checkpoint's SpecAugment time masking (transformers applies at least
         ``mask_time_min_masks`` masks of ``mask_time_length`` frames, which can hide a short word).
         """
-        encoder = load_encoder(spec, task="audio", **encoder_kwargs)
-        if mask_time_prob is not None and encoder.hf_model is not None:
-            set_regularisation(encoder.hf_model.config, mask_time_prob=mask_time_prob)
-        if layer_sum:
+        fields = set(AudioModelConfig.__dataclass_fields__)
+        config = dataclasses.replace(config or AudioModelConfig(), **{k: kwargs.pop(k) for k in list(kwargs) if k in fields})
+        encoder = load_encoder(spec, task="audio", **kwargs)
+        if config.mask_time_prob is not None and encoder.hf_model is not None:
+            set_regularisation(encoder.hf_model.config, mask_time_prob=config.mask_time_prob)
+        if config.layer_sum:
             if encoder.hf_model is None:
                 raise ValueError("layer_sum needs a Hugging Face audio model")
             enable_layer_sum(encoder.hf_model)
-        return cls(encoder, labels, strategy, freeze_feature_encoder=freeze_feature_encoder)
+        return cls(encoder, labels, strategy, freeze_feature_encoder=config.freeze_feature_encoder)
 
     # -- hooks of TransferClassifier ----------------------------------------------------------
     def _min_samples(self, training: bool) -> int:
@@ -110,7 +114,7 @@ class AudioClassifier(TransferClassifier):
         mask = getattr(cfg, "mask_time_length", 0) if training and getattr(cfg, "mask_time_prob", 0) > 0 else 0
         return min_input_samples(cfg, mask) if cfg is not None else 0
 
-    def _inputs(self, examples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def prepare_inputs(self, examples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         n = self._min_samples(False)
         rows = [{"input_values": np.pad(w, (0, max(0, n - len(w))))} for w in examples]
         return AudioCollator(self.encoder.processor, self.sampling_rate)(rows)
@@ -122,19 +126,19 @@ class AudioClassifier(TransferClassifier):
         scores = super().logits([examples[i] for i in order], batch_size)
         return scores[torch.as_tensor(np.argsort(order))]
 
-    def _labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
+    def labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
         ds = as_audio_dataset(data, self.sampling_rate)
         return ds.waveforms, [str(t) for t in ds.targets]
 
-    def _card_data(self) -> dict[str, Any]:
-        return super()._card_data() | {"sampling rate": f"{self.sampling_rate} Hz"}
+    def card_data(self) -> dict[str, Any]:
+        return super().card_data() | {"sampling rate": f"{self.sampling_rate} Hz"}
 
     def _collator(self) -> AudioCollator:
         return AudioCollator(self.encoder.processor, self.sampling_rate, targets=lambda t: self.label2id[str(t)])
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: WaveAugment | None = None, max_seconds: float | None = None, **overrides: Any) -> dict:
+            augment: WaveAugment | None = None, max_seconds: float | None = None, **options: Any) -> dict:
         """Train on ``train`` (folder, manifest, datasets.Dataset, AudioDataset or ``(arrays, labels)``),
         keeping the best epoch on ``eval``.
 
@@ -143,13 +147,16 @@ class AudioClassifier(TransferClassifier):
                 stage trains on cached features of un-augmented clips).
             max_seconds: random crop of longer training clips (run_audio_classification's
                 ``max_length_seconds``); evaluation always sees whole clips.
-            overrides: :class:`TrainConfig` fields (``epochs=5, lr=3e-5``).
+            options: :class:`TrainConfig` fields (``epochs=5, lr=3e-5``) and strategy settings.
 
         Returns each stage's :class:`~transferkit.common.TrainResult`.
         """
+        return super().fit(train, eval, config=config, augment=augment, max_seconds=max_seconds, **options)
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: WaveAugment | None = None,
+                      max_seconds: float | None = None) -> TrainingData:
         # No length grouping by default: in keyword spotting a clip's length says much about its
         # word, so length-sorted batches hold few classes each and training stalled (measured).
-        config = (config or TrainConfig()).replace(strategy=self.strategy, **overrides)
         train_set = as_audio_dataset(train, self.sampling_rate)
         eval_set = as_audio_dataset(eval, self.sampling_rate) if eval is not None else None
         self.check_labels(train_set.targets, "the training data")
@@ -158,22 +165,22 @@ class AudioClassifier(TransferClassifier):
             eval_set = eval_set.with_options(min_samples=self._min_samples(False))
         if self.encoder.hf_model is not None:
             warn_if_masks_hide_clips(self.encoder.hf_model, train_set.lengths)
+        self.start_training(config)
         fit_set = train_set.with_options(transform=augment, min_samples=self._min_samples(True),
                                          max_seconds=max_seconds, crop="random", seed=config.seed)
         processor = self.encoder.processor
-        fps = {"preprocess": fingerprint(type(processor).__name__, processor.to_dict() if hasattr(processor, "to_dict") else None)}
-        if eval_set is not None:
-            fps["eval"] = eval_set.fingerprint()
-        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy,
-                           "train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
-                           "skipped_train_clips": train_set.report.n_skipped,
-                           "feature_encoder_frozen": self.encoder.front_end_frozen,
-                           "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False))}
         # The probe caches features once: of whole, un-augmented clips, never of random crops.
         probe_set = train_set.with_options(min_samples=self._min_samples(False))
-        fps["train"] = probe_set.fingerprint()
-        return self._train(config, fit_set, eval_set, train_collate=self._collator(), eval_collate=self._collator(),
-                           fingerprints=fps, lengths=fit_set.lengths, probe_train=probe_set)
+        fps = {"preprocess": fingerprint(type(processor).__name__, processor.to_dict() if hasattr(processor, "to_dict") else None),
+               "train": probe_set.fingerprint()}
+        if eval_set is not None:
+            fps["eval"] = eval_set.fingerprint()
+        return TrainingData(
+            train=fit_set, eval=eval_set, collate=self._collator(), eval_collate=self._collator(), lengths=fit_set.lengths,
+            probe_train=probe_set, fingerprints=fps,
+            info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                  "skipped_train_clips": train_set.report.n_skipped, "feature_encoder_frozen": self.encoder.front_end_frozen,
+                  "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False))})
 
     # -- inference ----------------------------------------------------------------------------
     def _clips(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:

@@ -1,83 +1,89 @@
-"""Audio classification and CTC speech recognition: fit, evaluate, predict, transcribe, pretrain, push."""
+"""Audio classification and CTC speech recognition: fit, fit-ctc, evaluate, predict, export, pretrain, push."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferkit.common import TrainConfig
 from transferkit.common.cli import (
-    add_evaluate_verb,
-    add_predict_verb,
+    EvaluateArgs,
+    ExportArgs,
+    PredictArgs,
     add_push_verb,
-    add_train_arguments,
+    add_verb,
     dataclass_from_args,
     print_json,
     report_evaluation,
+    train_from_args,
 )
-from transferkit.common.config import TrainConfig
+
+from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
+
+_MODEL_HELP = "Hub id or local Hugging Face folder of a wav2vec2-family encoder."
+
+
+@dataclass
+class AudioFitArgs:
+    model: str = field(metadata={"help": _MODEL_HELP})
+    train: str = field(metadata={"help": "Audio folder (one sub-folder per label) or CSV/TSV of path,label."})
+    eval: str | None = field(default=None, metadata={"help": "Evaluation folder or manifest (selects the best epoch)."})
+    labels: list[str] | None = field(default=None, metadata={"help": "Class names (default: those found in --train)."})
+
+
+@dataclass
+class CTCFitArgs:
+    model: str = field(metadata={"help": _MODEL_HELP})
+    train: str = field(metadata={"help": "CSV/TSV manifest with path,transcript columns."})
+    eval: str | None = field(default=None, metadata={"help": "Evaluation manifest (selects the epoch with the lowest WER)."})
+
+
+@dataclass
+class PretrainArgs:
+    model: str = field(metadata={"help": "Hub id or local Hugging Face folder of a wav2vec2 model."})
+    train: str = field(metadata={"help": "Audio folder or manifest (labels are ignored)."})
+    eval: str | None = field(default=None, metadata={"help": "Held-out unlabelled audio."})
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
-
-    fit = verbs.add_parser("fit", help="fine-tune a speech encoder on an audio folder / manifest and export it")
-    fit.add_argument("--model", required=True, help="Hub id or local HF folder of a wav2vec2-family encoder")
-    fit.add_argument("--train", required=True, help="audio folder (one sub-folder per label) or CSV/TSV of path,label")
-    fit.add_argument("--eval", help="evaluation folder or manifest (selects the best epoch)")
-    fit.add_argument("--labels", nargs="+", help="class names (default: those found in --train)")
-    fit.add_argument("--layer-sum", action="store_true", help="pool a learned weighted sum of all layers (SUPERB)")
-    fit.add_argument("--train-feature-encoder", action="store_true", help="let the CNN front end learn too")
-    fit.add_argument("--max-seconds", type=float, help="random crop of longer training clips")
-    add_train_arguments(fit)
-    fit.set_defaults(func=_fit)
-
-    asr = verbs.add_parser("fit-ctc", help="fine-tune a CTC speech recognizer on a path,transcript manifest")
-    asr.add_argument("--model", required=True, help="Hub id or local HF folder of a wav2vec2-family encoder")
-    asr.add_argument("--train", required=True, help="CSV/TSV manifest with path,transcript columns")
-    asr.add_argument("--eval", help="evaluation manifest (selects the epoch with the lowest WER)")
-    asr.add_argument("--chars-to-ignore", help="characters removed from transcripts before building the vocabulary")
-    asr.add_argument("--mask-time-prob", type=float, default=0.05, help="SpecAugment time-mask probability")
-    asr.add_argument("--layerdrop", type=float, default=0.0, help="probability of skipping a transformer layer")
-    asr.add_argument("--min-seconds", type=float, help="drop (and count) shorter clips")
-    asr.add_argument("--max-seconds", type=float, help="drop (and count) longer clips")
-    asr.add_argument("--train-feature-encoder", action="store_true", help="let the CNN front end learn too")
-    add_train_arguments(asr)
-    asr.set_defaults(func=_fit_ctc)
-
-    add_evaluate_verb(verbs, _evaluate, help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",
-                      data_help="audio folder or manifest")
-
-    add_predict_verb(verbs, _predict, help="label (classifier) or transcript (recognizer) for each audio file",
-                     files_help="audio files")
-
-    pt = verbs.add_parser("pretrain", help="continue wav2vec2 self-supervised pretraining on unlabelled audio")
-    pt.add_argument("--model", required=True, help="Hub id or local HF folder of a wav2vec2 model")
-    pt.add_argument("--train", required=True, help="audio folder or manifest (labels are ignored)")
-    pt.add_argument("--eval", help="held-out unlabelled audio")
-    add_train_arguments(pt)
-    pt.set_defaults(func=_pretrain)
-
+    for verb in (add_verb(verbs, "fit", _fit, "fine-tune a speech encoder on an audio folder / manifest and export it",
+                          AudioFitArgs, AudioModelConfig, ClipCrop, train=True),
+                 add_verb(verbs, "fit-ctc", _fit_ctc, "fine-tune a CTC speech recognizer on a path,transcript manifest",
+                          CTCFitArgs, CTCConfig, ClipFilter, train=True)):
+        # the flag before the front-end setting became a config field; still accepted
+        verb.add_argument("--train-feature-encoder", dest="freeze_feature_encoder", action="store_false",
+                          default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_verb(verbs, "evaluate", _evaluate, "accuracy/macro-F1 (classifier) or WER/CER (recognizer)", EvaluateArgs)
+    add_verb(verbs, "predict", _predict, "label (classifier) or transcript (recognizer) for each audio file", PredictArgs)
+    add_verb(verbs, "export", _export, "export the best checkpoint of a training run", ExportArgs)
+    add_verb(verbs, "pretrain", _pretrain, "continue wav2vec2 self-supervised pretraining on unlabelled audio",
+             PretrainArgs, PretrainConfig, TrainConfig)
     add_push_verb(verbs)
 
 
 def _is_recognizer(folder: str) -> bool:
-    return (Path(folder) / "vocab.json").exists()
+    path = Path(folder)
+    if (path / "transferkit-run.json").exists():
+        return json.loads((path / "transferkit-run.json").read_text()).get("task") == "SpeechRecognizer"
+    return (path / "vocab.json").exists()
 
 
 def _fit(args: argparse.Namespace) -> int:
     from .classifier import AudioClassifier
     from .data import as_audio_dataset
 
-    train = as_audio_dataset(args.train)
-    labels = args.labels or sorted({str(t) for t in train.targets})
-    config = dataclass_from_args(TrainConfig, args)
-    clf = AudioClassifier.from_pretrained(args.model, labels=labels, strategy=config.strategy, layer_sum=args.layer_sum,
-                                          freeze_feature_encoder=not args.train_feature_encoder)
-    clf.fit(train, eval=args.eval, config=config, max_seconds=args.max_seconds)
+    inputs = dataclass_from_args(AudioFitArgs, args)
+    train = as_audio_dataset(inputs.train)
+    config, strategy = train_from_args(args)
+    clf = AudioClassifier.from_pretrained(inputs.model, labels=inputs.labels or sorted({str(t) for t in train.targets}),
+                                          strategy=strategy, config=dataclass_from_args(AudioModelConfig, args))
+    clf.fit(train, eval=inputs.eval, config=config, max_seconds=dataclass_from_args(ClipCrop, args).max_seconds)
     metrics = None
-    if args.eval:
-        result = clf.evaluate(args.eval, out_dir=config.output_dir)
+    if inputs.eval:
+        result = clf.evaluate(inputs.eval, out_dir=config.output_dir)
         metrics = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
     folder = clf.save(Path(config.output_dir) / "model", metrics=metrics)
     print_json({"model": str(folder), "metrics": metrics, "skipped": str(train.report)})
@@ -87,54 +93,63 @@ def _fit(args: argparse.Namespace) -> int:
 def _fit_ctc(args: argparse.Namespace) -> int:
     from .data import as_audio_dataset
     from .recognizer import SpeechRecognizer
-    from .vocab import DEFAULT_CHARS_TO_IGNORE
 
-    train = as_audio_dataset(args.train)
-    config = dataclass_from_args(TrainConfig, args, metric_for_best="wer", greater_is_better=False)
-    asr = SpeechRecognizer.from_pretrained(
-        args.model, transcripts=[str(t) for t in train.targets], strategy=config.strategy,
-        chars_to_ignore=DEFAULT_CHARS_TO_IGNORE if args.chars_to_ignore is None else args.chars_to_ignore,
-        mask_time_prob=args.mask_time_prob, layerdrop=args.layerdrop,
-        freeze_feature_encoder=not args.train_feature_encoder)
-    asr.fit(train, eval=args.eval, config=config, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    metrics = asr.evaluate(args.eval) if args.eval else None
+    inputs = dataclass_from_args(CTCFitArgs, args)
+    train = as_audio_dataset(inputs.train)
+    config, strategy = train_from_args(args)
+    if not {"metric_for_best", "greater_is_better"} & set(vars(args)):
+        config = config.replace(metric_for_best="wer", greater_is_better=False)
+    asr = SpeechRecognizer.from_pretrained(inputs.model, transcripts=[str(t) for t in train.targets], strategy=strategy,
+                                           config=dataclass_from_args(CTCConfig, args))
+    clips = dataclass_from_args(ClipFilter, args)
+    asr.fit(train, eval=inputs.eval, config=config, min_seconds=clips.min_seconds, max_seconds=clips.max_seconds)
+    metrics = asr.evaluate(inputs.eval) if inputs.eval else None
     folder = asr.save(Path(config.output_dir) / "model", metrics=metrics)
     print_json({"model": str(folder), "metrics": metrics, "skipped": str(asr.skip_report)})
     return 0
 
 
+def _task(folder: str):
+    from .classifier import AudioClassifier
+    from .recognizer import SpeechRecognizer
+
+    return SpeechRecognizer if _is_recognizer(folder) else AudioClassifier
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    if _is_recognizer(args.model):
-        from .recognizer import SpeechRecognizer
-
-        result = SpeechRecognizer.load(args.model).evaluate(args.data)
-    else:
-        from .classifier import AudioClassifier
-
-        result = AudioClassifier.load(args.model).evaluate(args.data, out_dir=args.out)
+    args = dataclass_from_args(EvaluateArgs, args)
+    model = _task(args.model).load(args.model)
+    result = model.evaluate(args.data) if hasattr(model, "transcribe") else model.evaluate(args.data, out_dir=args.out)
     report_evaluation(result, args.out)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    if _is_recognizer(args.model):
-        from .recognizer import SpeechRecognizer
-
-        for path, text in zip(args.files, SpeechRecognizer.load(args.model).transcribe(args.files)):
+    args = dataclass_from_args(PredictArgs, args)
+    model = _task(args.model).load(args.model)
+    if hasattr(model, "transcribe"):
+        for path, text in zip(args.files, model.transcribe(args.files)):
             print(json.dumps({"file": path, "text": text}))
         return 0
-    from .classifier import AudioClassifier
-
-    for path, pred in zip(args.files, AudioClassifier.load(args.model).predict(args.files)):
+    for path, pred in zip(args.files, model.predict(args.files)):
         print(json.dumps({"file": path, "label": pred["label"], "score": round(pred["score"], 4)}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    args = dataclass_from_args(ExportArgs, args)
+    print_json({"model": str(_task(args.run).from_run(args.run).save(args.out))})
     return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     from .pretrain import pretrain
 
+    inputs = dataclass_from_args(PretrainArgs, args)
     config = dataclass_from_args(TrainConfig, args)
-    res = pretrain(args.train, args.model, output_dir=config.output_dir, eval_audio=args.eval, config=config)
+    if "metric_for_best" not in vars(args):  # pretraining has no accuracy: keep the lowest held-out loss
+        config = config.replace(metric_for_best="eval_loss", greater_is_better=False)
+    res = pretrain(inputs.train, inputs.model, output_dir=config.output_dir, eval_audio=inputs.eval, config=config,
+                   pretrain_config=dataclass_from_args(PretrainConfig, args))
     print_json({"encoder": res.folder, "final": res.final})
     return 0
-

@@ -17,11 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.common.encoders import Encoder
+from transferkit.common.encoders import Encoder, register_hf_task
 
 from .data import receptive_field
 
 log = logging.getLogger(__name__)
+
+
+def _claims_audio(config: Any) -> bool:
+    return hasattr(config, "conv_dim") or "audio" in type(config).__name__.lower() or hasattr(config, "num_mel_bins")
+
+
+register_hf_task("audio", "AutoModelForAudioClassification", "AutoFeatureExtractor", _claims_audio)
 
 # Module names of the waveform front end in the wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio).
 FRONT_END_NAMES = ("feature_extractor",)

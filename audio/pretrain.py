@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.common import TrainConfig, Trainer, TrainResult
+from transferkit.common import Callback, TrainConfig, Trainer, TrainResult
 
+from .config import PretrainConfig
 from .data import AudioDataset, as_audio_dataset
 from .encoder import AudioCollator, default_feature_extractor, min_input_samples
 
@@ -64,21 +65,44 @@ class _MaskingCollator(AudioCollator):
         return batch
 
 
-class _ContrastiveLoss:
-    """Per-masked-frame wav2vec2 loss with the Gumbel temperature annealed per training step."""
+def _core(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
+
+
+class GumbelAnneal(Callback):
+    """The quantiser's Gumbel-softmax temperature, annealed per training step; the step count is
+    checkpointed, so a resumed run continues the schedule instead of restarting it."""
 
     def __init__(self, max_temp: float, min_temp: float, decay: float) -> None:
         self.max_temp, self.min_temp, self.decay, self.step = max_temp, min_temp, decay, 0
+
+    @property
+    def temperature(self) -> float:
+        return max(self.max_temp * self.decay**self.step, self.min_temp)
+
+    def on_batch_begin(self, trainer, model, batch) -> None:
+        _core(model).set_gumbel_temperature(self.temperature)
+
+    def on_batch_end(self, trainer, loss) -> None:
+        self.step += 1
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+class _ContrastiveLoss:
+    """Per-masked-frame wav2vec2 loss; keeps the last batch's loss terms for the report."""
+
+    def __init__(self) -> None:
         self.last: dict[str, float] = {}
 
     def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        core = model.module if hasattr(model, "module") and not hasattr(model, "config") else model
-        if core.training:
-            core.set_gumbel_temperature(max(self.max_temp * self.decay**self.step, self.min_temp))
-            self.step += 1
-        out = core(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
-                   mask_time_indices=batch["mask_time_indices"],
-                   sampled_negative_indices=batch["sampled_negative_indices"])
+        out = _core(model)(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
+                           mask_time_indices=batch["mask_time_indices"],
+                           sampled_negative_indices=batch["sampled_negative_indices"])
         n_masked = batch["mask_time_indices"].sum().clamp(min=1)
         # transformers returns the loss summed over masked frames; per-frame keeps the rate batch-independent.
         self.last = {"contrastive_loss": float(out.contrastive_loss.detach()) / float(n_masked),
@@ -94,15 +118,8 @@ def pretrain(
     output_dir: str | os.PathLike = "transferkit-pretrain",
     eval_audio: Any = None,
     config: TrainConfig | None = None,
-    mask_time_prob: float = 0.65,
-    mask_time_length: int = 10,
-    num_negatives: int = 100,
-    max_gumbel_temperature: float = 2.0,
-    min_gumbel_temperature: float = 0.5,
-    gumbel_temperature_decay: float = 0.999995,
-    freeze_feature_encoder: bool = True,
-    max_seconds: float | None = 15.0,
-    **overrides: Any,
+    pretrain_config: PretrainConfig | None = None,
+    **options: Any,
 ) -> PretrainResult:
     """Continue wav2vec2's contrastive pretraining on unlabelled in-domain audio.
 
@@ -114,12 +131,10 @@ def pretrain(
             the quantiser (e.g. a fine-tuned classifier) gets a fresh one.
         output_dir: run folder; the adapted encoder is saved to ``output_dir/encoder``.
         eval_audio: held-out unlabelled audio; the epoch with the lowest loss on it is kept.
-        mask_time_prob, mask_time_length, num_negatives: the masking and negative sampling of
-            the wav2vec2 recipe.
-        max_gumbel_temperature, min_gumbel_temperature, gumbel_temperature_decay: Gumbel-softmax
-            temperature annealing of the quantiser.
-        max_seconds: random crop of longer clips (memory grows with clip length).
-        overrides: :class:`TrainConfig` fields (``epochs``, ``lr``, ``batch_size``...).
+        config: the loop's :class:`TrainConfig`.
+        pretrain_config: the recipe's :class:`~transferkit.audio.PretrainConfig` (masking,
+            negatives, Gumbel annealing, crop length).
+        options: fields of either (``epochs=3``, ``mask_time_prob=0.5``).
 
     Returns:
         :class:`PretrainResult`; pass ``result.folder`` to ``AudioClassifier.from_pretrained`` or
@@ -129,40 +144,46 @@ def pretrain(
         >>> res = pretrain("unlabelled_clips/", "facebook/wav2vec2-base", epochs=3)  # doctest: +SKIP
         >>> clf = AudioClassifier.from_pretrained(res.folder, labels=[...])  # doctest: +SKIP
     """
+    import dataclasses
+
     from transformers import AutoFeatureExtractor, Wav2Vec2ForPreTraining
 
     from transferkit.common.encoders import quiet_transformers
 
+    recipe_fields = set(PretrainConfig.__dataclass_fields__)
+    pc = dataclasses.replace(pretrain_config or PretrainConfig(), **{k: options.pop(k) for k in list(options) if k in recipe_fields})
     with quiet_transformers():
-        model = Wav2Vec2ForPreTraining.from_pretrained(str(encoder), mask_time_prob=mask_time_prob,
-                                                       mask_time_length=mask_time_length, num_negatives=num_negatives)
+        model = Wav2Vec2ForPreTraining.from_pretrained(str(encoder), mask_time_prob=pc.mask_time_prob,
+                                                       mask_time_length=pc.mask_time_length, num_negatives=pc.num_negatives)
     try:
         fe = AutoFeatureExtractor.from_pretrained(str(encoder))
     except (OSError, ValueError):
         fe = default_feature_extractor()
     rate = int(fe.sampling_rate)
-    if freeze_feature_encoder:
+    if pc.freeze_feature_encoder:
         model.freeze_feature_encoder()
     data = _unlabelled(unlabelled_audio, rate)
-    min_samples = min_input_samples(model.config, mask_time_length)
-    train_set = data.with_options(min_samples=min_samples, max_seconds=max_seconds, crop="random")
-    eval_set = _unlabelled(eval_audio, rate).with_options(min_samples=min_samples, max_seconds=max_seconds,
+    min_samples = min_input_samples(model.config, pc.mask_time_length)
+    train_set = data.with_options(min_samples=min_samples, max_seconds=pc.max_seconds, crop="random")
+    eval_set = _unlabelled(eval_audio, rate).with_options(min_samples=min_samples, max_seconds=pc.max_seconds,
                                                           crop="center") if eval_audio is not None else None
     base = config or TrainConfig(lr=5e-5, metric_for_best="eval_loss", greater_is_better=False, group_by_length=True)
-    cfg = base.replace(output_dir=str(output_dir), **overrides)
+    cfg = base.replace(output_dir=str(output_dir), **options)
     if eval_set is None:
         cfg = cfg.replace(metric_for_best="eval_loss")
-    loss = _ContrastiveLoss(max_gumbel_temperature, min_gumbel_temperature, gumbel_temperature_decay)
-    collate = _MaskingCollator(fe, rate, model, mask_time_prob, mask_time_length, num_negatives)
-    trainer = Trainer(model, cfg, compute_loss=loss, run_info={"task": "wav2vec2 continued pretraining",
-                                                                "base_model": str(encoder)})
+    loss = _ContrastiveLoss()
+    anneal = GumbelAnneal(pc.max_gumbel_temperature, pc.min_gumbel_temperature, pc.gumbel_temperature_decay)
+    collate = _MaskingCollator(fe, rate, model, pc.mask_time_prob, pc.mask_time_length, pc.num_negatives)
+    trainer = Trainer(model, cfg, compute_loss=loss, callbacks=[anneal],
+                      run_info={"task": "wav2vec2 continued pretraining", "base_model": str(encoder),
+                                "pretrain_config": dataclasses.asdict(pc)})
     result = trainer.fit(train_set, eval_set, collate_fn=collate, lengths=train_set.lengths)
     folder = Path(output_dir) / "encoder"
     with quiet_transformers():
         trainer.model.save_pretrained(folder, safe_serialization=True)
     fe.save_pretrained(folder)
     log.info("continued pretraining done: %s; encoder saved to %s", loss.last, folder)
-    return PretrainResult(str(folder), result, {**loss.last, "gumbel_temperature_steps": loss.step})
+    return PretrainResult(str(folder), result, {**loss.last, "gumbel_temperature_steps": anneal.step})
 
 
 def _unlabelled(audio: Any, rate: int) -> AudioDataset:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.common import Encoder, TrainConfig, Trainer, TrainResult, get_strategy, merge_lora
+from transferkit.common import Encoder, TrainConfig, TrainingData, TrainResult, TransferTask
 from transferkit.common.encoders import quiet_transformers
-from transferkit.common.hub import PushToHubMixin, write_model_card
-from transferkit.common.strategies import has_lora
 
 from .augment import WaveAugment
+from .config import CTCConfig
 from .ctc import StreamingCTCEval, ctc_loss_fp32, greedy_decode
 from .data import AudioDataset, SkipReport, as_audio_dataset, load_audio, prepare_waveform
 from .encoder import (
@@ -28,7 +27,7 @@ from .encoder import (
     min_input_samples,
     warn_if_masks_hide_clips,
 )
-from .vocab import DEFAULT_CHARS_TO_IGNORE, build_vocab, encode_transcripts, make_processor
+from .vocab import build_vocab, encode_transcripts, make_processor
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def _pooled(module: nn.Module, input_values: torch.Tensor, attention_mask: torch
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-class SpeechRecognizer(PushToHubMixin):
+class SpeechRecognizer(TransferTask):
     """CTC transcription: a pretrained speech encoder plus a new character head.
 
     The vocabulary comes from the training transcripts (lower-cased, ``chars_to_ignore``
@@ -68,8 +67,10 @@ class SpeechRecognizer(PushToHubMixin):
     Args:
         model: a ``*ForCTC`` model whose head matches the processor's tokenizer.
         processor: a ``Wav2Vec2Processor`` (feature extractor + CTC tokenizer).
-        strategy: any registered strategy; ``lp_ft`` trains the head first, then everything.
+        strategy: any strategy (a name or an instance); ``lp_ft`` trains the head first, then everything.
         freeze_feature_encoder: keep the convolutional waveform front end frozen (default).
+        ctc_config: the :class:`~transferkit.audio.CTCConfig` the model was set up with (kept so
+            that ``from_run`` can set it up again).
 
     Example:
         >>> asr = SpeechRecognizer.from_pretrained("facebook/wav2vec2-base",
@@ -79,22 +80,32 @@ class SpeechRecognizer(PushToHubMixin):
         >>> asr.save("asr-model")  # pipeline("automatic-speech-recognition", model="asr-model")  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, processor: Any, strategy: str = "finetune", *,
-                 freeze_feature_encoder: bool = True, spec: str | None = None) -> None:
+    task = "automatic-speech-recognition"
+
+    def __init__(self, model: nn.Module, processor: Any, strategy: Any = "finetune", *,
+                 freeze_feature_encoder: bool = True, spec: str | None = None, ctc_config: CTCConfig | None = None) -> None:
         vocab_size = len(processor.tokenizer)
         if model.config.vocab_size != vocab_size:
             raise ValueError(f"the CTC head has {model.config.vocab_size} outputs but the tokenizer has "
                              f"{vocab_size} tokens; load with from_pretrained(..., processor=...) to resize it")
-        self.model, self.processor, self.strategy = model, processor, strategy
+        super().__init__(strategy)
+        self.model, self.processor = model, processor
+        self.ctc_config = ctc_config or CTCConfig(freeze_feature_encoder=freeze_feature_encoder)
         body = model.base_model
-        self.encoder = AudioEncoder.wrap(
+        self._encoder = AudioEncoder.wrap(
             Encoder(body, model.lm_head.in_features, processor=processor.feature_extractor, forward_fn=_pooled,
                     layers=getattr(getattr(body, "encoder", None), "layers", None), spec=spec or model.name_or_path,
                     hf_model=model),
             freeze_feature_encoder)
-        self.results: dict[str, TrainResult] = {}
-        self.train_info: dict[str, Any] = {}
         self.skip_report = SkipReport()
+
+    @property
+    def encoder(self) -> AudioEncoder:
+        return self._encoder
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.lm_head
 
     @property
     def tokenizer(self) -> Any:
@@ -113,46 +124,31 @@ class SpeechRecognizer(PushToHubMixin):
         vocab: dict[str, int] | None = None,
         tokenizer: Any = None,
         processor: Any = None,
-        strategy: str = "finetune",
-        chars_to_ignore: str = DEFAULT_CHARS_TO_IGNORE,
-        lowercase: bool = True,
-        freeze_feature_encoder: bool = True,
-        ctc_zero_infinity: bool = True,
-        mask_time_prob: float = 0.05,
-        mask_time_length: int = 10,
-        mask_feature_prob: float = 0.0,
-        layerdrop: float = 0.0,
-        hidden_dropout: float = 0.0,
-        attention_dropout: float = 0.0,
-        activation_dropout: float = 0.0,
-        feat_proj_dropout: float = 0.0,
-        final_dropout: float = 0.0,
+        strategy: Any = "finetune",
+        config: CTCConfig | None = None,
         trust_remote_code: bool = False,
+        **settings: Any,
     ) -> SpeechRecognizer:
         """Load an encoder (Hub id or local HF folder) with a CTC head for a vocabulary.
 
         The vocabulary is, in order of precedence: ``processor``, a CTC ``tokenizer``, ``vocab``,
-        one built from ``transcripts``, or the tokenizer saved in ``spec`` (continuing a recognizer). Dropouts
-        default to 0 and ``mask_time_prob`` to 0.05, as in run_speech_recognition_ctc.
+        one built from ``transcripts``, or the tokenizer saved in ``spec`` (continuing a recognizer).
+        ``config`` (a :class:`~transferkit.audio.CTCConfig`, or its fields as keywords:
+        ``mask_time_prob=0.05, layerdrop=0.1``) sets text normalisation, masking and dropouts.
         """
-        from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Processor
+        from transformers import AutoModelForCTC, Wav2Vec2Processor
 
+        config = dataclasses.replace(config or CTCConfig(), **settings)
         spec = str(spec)
         if processor is None and tokenizer is not None:
-            try:
-                fe = AutoFeatureExtractor.from_pretrained(spec)
-            except (OSError, ValueError):
-                fe = default_feature_extractor()
-            processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer)
+            processor = Wav2Vec2Processor(feature_extractor=_feature_extractor(spec) or default_feature_extractor(),
+                                          tokenizer=tokenizer)
         if processor is None:
             if vocab is None and transcripts is not None:
-                vocab = build_vocab(transcripts, chars_to_ignore, lowercase)
+                vocab = build_vocab(transcripts, config.chars_to_ignore, config.lowercase)
             if vocab is not None:
-                try:
-                    fe = AutoFeatureExtractor.from_pretrained(spec)
-                except (OSError, ValueError):
-                    fe = None
-                processor = make_processor(vocab, feature_extractor=fe, chars_to_ignore=chars_to_ignore, lowercase=lowercase)
+                processor = make_processor(vocab, feature_extractor=_feature_extractor(spec),
+                                           chars_to_ignore=config.chars_to_ignore, lowercase=config.lowercase)
             else:
                 try:
                     processor = Wav2Vec2Processor.from_pretrained(spec)
@@ -162,14 +158,10 @@ class SpeechRecognizer(PushToHubMixin):
 
         with quiet_transformers():  # "newly initialised lm_head" is the point of transfer
             model = AutoModelForCTC.from_pretrained(
-                spec, vocab_size=len(tok), pad_token_id=tok.pad_token_id, ctc_zero_infinity=ctc_zero_infinity,
-                ctc_loss_reduction="mean", mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
-                mask_feature_prob=mask_feature_prob, layerdrop=layerdrop, hidden_dropout=hidden_dropout,
-                attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-                feat_proj_dropout=feat_proj_dropout, final_dropout=final_dropout,
-                ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
-            )
-        return cls(model, processor, strategy, freeze_feature_encoder=freeze_feature_encoder, spec=spec)
+                spec, vocab_size=len(tok), pad_token_id=tok.pad_token_id, ctc_loss_reduction="mean",
+                ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code, **config.model_kwargs())
+        return cls(model, processor, strategy, freeze_feature_encoder=config.freeze_feature_encoder, spec=spec,
+                   ctc_config=config)
 
     # -- data ---------------------------------------------------------------------------------
     def _min_samples(self, training: bool) -> int:
@@ -205,7 +197,8 @@ class SpeechRecognizer(PushToHubMixin):
         return AudioCollator(self.processor.feature_extractor, self.sampling_rate, targets=lambda ids: ids, ctc=True)
 
     # -- training -----------------------------------------------------------------------------
-    def _loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+    def ctc_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """The CTC loss of a batch, in fp32 outside autocast."""
         out = model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask"))
         mask = batch.get("attention_mask")
         n = mask.sum(-1) if mask is not None else torch.full((len(batch["input_values"]),), batch["input_values"].shape[-1])
@@ -224,15 +217,25 @@ class SpeechRecognizer(PushToHubMixin):
             refs = self.tokenizer.batch_decode(labels.tolist(), group_tokens=False, skip_special_tokens=True)
         return refs, hyps
 
-    def _evaluate(self, model: nn.Module, loader: Any) -> dict:
+    def evaluate_batches(self, model: nn.Module, loader: Any) -> dict:
+        """WER, CER and exact match over a loader, keeping only decoded strings."""
         ev = StreamingCTCEval()  # strings only: the logits of one batch at a time
         for batch in loader:
             ev.add(*self._decode_batch(model, batch))
         return ev.result()
 
+    def default_config(self) -> TrainConfig:
+        return TrainConfig(metric_for_best="wer", greater_is_better=False, group_by_length=True)
+
+    def loss_fn(self, config):
+        return self.ctc_loss
+
+    def eval_fn(self):
+        return self.evaluate_batches
+
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
             augment: WaveAugment | None = None, min_seconds: float | None = None,
-            max_seconds: float | None = None, **overrides: Any) -> dict[str, TrainResult]:
+            max_seconds: float | None = None, **options: Any) -> dict[str, TrainResult]:
         """Train on (clip, transcript) data, keeping the epoch with the lowest WER on ``eval``.
 
         Args:
@@ -240,38 +243,24 @@ class SpeechRecognizer(PushToHubMixin):
                 :class:`AudioDataset` with transcript targets, or ``(arrays, transcripts)``.
             augment: waveform augmentation of training clips (e.g. speed perturbation).
             min_seconds, max_seconds: duration filters; filtered clips are counted.
-            overrides: :class:`TrainConfig` fields. Length-grouped batching is on by default.
+            options: :class:`TrainConfig` fields and strategy settings. Length-grouped batching is
+                on by default.
         """
-        base = config or TrainConfig(metric_for_best="wer", greater_is_better=False, group_by_length=True)
-        config = base.replace(strategy=self.strategy, **overrides)
+        return super().fit(train, eval, config=config, augment=augment, min_seconds=min_seconds,
+                           max_seconds=max_seconds, **options)
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: WaveAugment | None = None,
+                      min_seconds: float | None = None, max_seconds: float | None = None) -> TrainingData:
         train_set = self._dataset(train, training=True, min_seconds=min_seconds, max_seconds=max_seconds)
         skipped = self.skip_report.n_skipped
         warn_if_masks_hide_clips(self.model, train_set.clips.lengths)
         eval_set = self._dataset(eval, training=False) if eval is not None else None
         if augment is not None:
             train_set.clips = train_set.clips.with_options(transform=augment, seed=config.seed)
-        if eval_set is None and config.metric_for_best in ("wer", "cer"):
-            config = config.replace(metric_for_best="wer")  # unused without eval data
-        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy,
-                           "train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
-                           "skipped_train_clips": skipped, "vocab_size": len(self.tokenizer),
-                           "feature_encoder_frozen": self.encoder.front_end_frozen}
-        strategy = get_strategy(self.strategy)
-        out = Path(config.output_dir)
-        self.results = {}
-        for stage in strategy.stages:
-            stage_strategy = get_strategy(stage)
-            multi = len(strategy.stages) > 1
-            groups = stage_strategy.param_groups(self.encoder, self.model.lm_head, config)
-            epochs = config.probe_epochs if multi and stage_strategy.uses_feature_cache else config.epochs
-            stage_cfg = config.replace(output_dir=str(out / stage if multi else out), epochs=max(1, epochs))
-            trainer = Trainer(self.model, stage_cfg, compute_loss=self._loss, param_groups=groups,
-                              evaluate=self._evaluate if eval_set is not None else None,
-                              run_info={"stage": stage, "base_model": self.encoder.spec, "vocab": self.tokenizer.get_vocab()})
-            self.results[stage] = trainer.fit(train_set, eval_set, collate_fn=self._collator(),
-                                              lengths=train_set.clips.lengths)
-            self.model = trainer.model
-        return self.results
+        return TrainingData(train=train_set, eval=eval_set, collate=self._collator(), lengths=train_set.clips.lengths,
+                            info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                                  "skipped_train_clips": skipped, "vocab_size": len(self.tokenizer),
+                                  "feature_encoder_frozen": self.encoder.front_end_frozen})
 
     # -- inference ----------------------------------------------------------------------------
     def _waves(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
@@ -306,35 +295,48 @@ class SpeechRecognizer(PushToHubMixin):
         return {**ev.result(), "examples": len(ds), "skipped": self.skip_report.n_skipped}
 
     # -- export -------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike, *, metrics: dict | None = None) -> Path:
-        """Export a folder (model, vocabulary, feature extractor, card) that
-        ``pipeline("automatic-speech-recognition")`` loads; LoRA adapters are merged."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if has_lora(self.model):
-            merge_lora(self.model)
+    def export(self, folder: Path) -> dict[str, Any]:
+        """The model, vocabulary and feature extractor: ``pipeline("automatic-speech-recognition")`` loads the folder."""
         with quiet_transformers():
             self.model.save_pretrained(folder, safe_serialization=True)
         self.processor.save_pretrained(folder)  # vocab.json travels with the weights, never apart
-        (folder / "transferkit.json").write_text(json.dumps(self.train_info, indent=2, default=str) + "\n")
-        write_model_card(folder, task="automatic-speech-recognition", base_model=str(self.encoder.spec),
-                         strategy=self.strategy, data={k: v for k, v in self.train_info.items() if k.endswith(("examples", "size"))}
-                         | {"sampling rate": f"{self.sampling_rate} Hz"},
-                         metrics=metrics, pipeline_tag="automatic-speech-recognition")
-        return folder
+        return {"ctc_config": dataclasses.asdict(self.ctc_config)}
+
+    def card_data(self) -> dict[str, Any]:
+        return {k: v for k, v in self.train_info.items() if k.endswith(("examples", "size"))} | {
+            "sampling rate": f"{self.sampling_rate} Hz"}
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> SpeechRecognizer:
-        """Load an export written by :meth:`save`."""
+    def restore(cls, folder: Path, info: dict[str, Any]) -> SpeechRecognizer:
         from transformers import AutoModelForCTC, Wav2Vec2Processor
 
-        folder = Path(folder)
-        info = json.loads((folder / "transferkit.json").read_text()) if (folder / "transferkit.json").exists() else {}
-        rec = cls(AutoModelForCTC.from_pretrained(folder), Wav2Vec2Processor.from_pretrained(folder),
-                  info.get("strategy", "finetune"), freeze_feature_encoder=info.get("feature_encoder_frozen", True),
-                  spec=info.get("base_model"))
-        rec.train_info = info
-        return rec
+        ctc = CTCConfig(**info["ctc_config"]) if "ctc_config" in info else None
+        return cls(AutoModelForCTC.from_pretrained(folder), Wav2Vec2Processor.from_pretrained(folder),
+                   info.get("strategy", "finetune"), freeze_feature_encoder=info.get("feature_encoder_frozen", True),
+                   spec=info.get("base_model"), ctc_config=ctc)
+
+    def run_meta(self) -> dict[str, Any]:
+        return {"vocab": self.tokenizer.get_vocab(), "ctc_config": dataclasses.asdict(self.ctc_config)}
+
+    def write_run_assets(self, run_dir: Path) -> None:
+        self.processor.save_pretrained(run_dir / "processor")
+
+    @classmethod
+    def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> SpeechRecognizer:
+        from transformers import Wav2Vec2Processor
+
+        processor = Wav2Vec2Processor.from_pretrained(run_dir / "processor")
+        return cls.from_pretrained(meta["base_model"], processor=processor, strategy=meta["strategy"],
+                                   config=CTCConfig(**meta["ctc_config"]))
+
+
+def _feature_extractor(spec: str) -> Any:
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(spec)
+    except (OSError, ValueError):
+        return None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -3,7 +3,7 @@
 Free Spoken Digit Dataset (``fsdd``: 6 speakers x 10 digits x 50 takes, 8 kHz). Speakers are held out:
 george, jackson, lucas and nicolas train; theo and yweweler are the test set, which nothing is tuned on.
 Two tasks on the same clips: keyword spotting (10-way accuracy) and CTC transcription of the digit word
-("seven"; CER and WER, greedy decoding). Encoders, all the same small wav2vec2 (``transferkit.audio.demo``'s
+("seven"; CER and WER, greedy decoding). Encoders, all the same small wav2vec2 (``transferkit.demos.audio``'s
 architecture with an 8 kHz front end):
 
 1. from scratch: random initialisation (band-pass filterbank first layer, as in the demo), every weight trains;
@@ -41,12 +41,12 @@ import torch  # noqa: E402
 
 from transferkit.audio import AudioClassifier, AudioDataset, MfccLogReg, SpeechRecognizer, error_rates  # noqa: E402
 from transferkit.audio import pretrain as ssl_pretrain  # noqa: E402
-from transferkit.audio.corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips  # noqa: E402
-from transferkit.audio.demo import MODEL as DEMO_MODEL  # noqa: E402
-from transferkit.audio.demo import gabor_filterbank  # noqa: E402
 from transferkit.audio.encoder import default_feature_extractor  # noqa: E402
 from transferkit.common import TrainConfig, resolve_mixed_precision  # noqa: E402
 from transferkit.common.report import markdown_table  # noqa: E402
+from transferkit.demos.audio import MODEL as DEMO_MODEL  # noqa: E402
+from transferkit.demos.audio import gabor_filterbank  # noqa: E402
+from transferkit.demos.speech_corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips  # noqa: E402
 
 RATE = 8_000  # FSDD's own rate: synthesising the source task at 8 kHz gives it the same 4 kHz band
 TRAIN_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
@@ -95,7 +95,7 @@ def few_labels(groups: list[tuple[str, str]], per_group: int, seed: int) -> list
 
 
 def by_length(ds: AudioDataset) -> AudioDataset:
-    """Test clips shortest-first: the group-norm front end normalises over padding too (see audio/demo.py)."""
+    """Test clips shortest-first: the group-norm front end normalises over padding too (see demos/audio.py)."""
     return ds.subset(np.argsort(ds.lengths, kind="stable"))
 
 

@@ -108,11 +108,11 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
     from transferkit.common import (
         ClassificationModel,
         TrainConfig,
+        classification_loss,
         evaluate_classification,
         load_encoder,
         train_classifier,
     )
-    from transferkit.common.classification import classification_loss
     from transferkit.common.features import fingerprint
 
     train, val = Rows(work, "train"), Rows(work, "val")

@@ -2,7 +2,7 @@
 
 Encoders: the real CIFAR-10 ResNet-20 (``weights/resnet20-cifar10.th``, 91.8% on CIFAR-10) at 32x32,
 the resolution it was trained at; and the small ViT the project pretrains itself on digits 0-4
-(``transferkit.vision.demo``), at its own 8x8 input. Methods: from scratch (same architecture,
+(``transferkit.demos.vision``), at its own 8x8 input. Methods: from scratch (same architecture,
 random init), linear probe, fine-tune, LP-FT, LLRD, WiSE-FT (halfway between the LP-FT run's probe
 stage and its fine-tuned end) and a greedy soup of the fine-tune, LP-FT and LLRD runs. Reference:
 logistic regression on raw 32x32 pixels.
@@ -128,8 +128,8 @@ class Encoders:
 
 def pretrain_vit(work: Path, epochs: int, smoke: bool) -> tuple[Path, Path, float, float]:
     """The vision demo's source task: a 4-layer, 64-wide ViT (8x8 input) trained on digits 0-4."""
-    from transferkit.vision.demo import AUGMENT as DIGIT_AUGMENT
-    from transferkit.vision.demo import SOURCE, digits_as_images, tiny_vit_folder
+    from transferkit.demos.digits import AUGMENT as DIGIT_AUGMENT
+    from transferkit.demos.digits import SOURCE, digits_as_images, tiny_vit_folder
 
     t0 = time.perf_counter()
     X, y = digits_as_images()

@@ -1,22 +1,40 @@
-"""transferkit.common: the shared core (encoders, strategies, the training loop, caching, fusion, export)."""
+"""transferkit.common: the shared core (encoders, strategies, the task contract, the training loop,
+caching, fusion, export). It knows no domain: vision, audio and recsys register themselves."""
 
-from .classification import (
+from .classifier import (
     ClassificationModel,
+    TransferClassifier,
     classification_loss,
     evaluate_classification,
     train_classifier,
 )
 from .config import TrainConfig
-from .encoders import Encoder, EncoderBlock, EncoderNotFoundError, load_encoder
+from .encoders import (
+    Encoder,
+    EncoderBlock,
+    EncoderNotFoundError,
+    load_encoder,
+    register_encoder_scheme,
+    register_hf_task,
+)
 from .features import FeatureCache, fingerprint
 from .fusion import greedy_soup, uniform_soup, wise_ft
 from .hub import HubUnavailableError, push_to_hub, write_model_card
 from .metrics import ConfusionMatrix, metrics_from_confusion, per_class_report
 from .precision import resolve_mixed_precision
-from .strategies import Strategy, get_strategy, list_strategies, merge_lora, register_strategy
-from .trainer import Trainer, TrainResult
+from .strategies import (
+    Strategy,
+    StrategyConfig,
+    get_strategy,
+    list_strategies,
+    merge_lora,
+    register_strategy,
+)
+from .task import TrainingData, TransferTask
+from .trainer import Callback, Trainer, TrainResult
 
 __all__ = [
+    "Callback",
     "ClassificationModel",
     "ConfusionMatrix",
     "Encoder",
@@ -25,9 +43,13 @@ __all__ = [
     "FeatureCache",
     "HubUnavailableError",
     "Strategy",
+    "StrategyConfig",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingData",
+    "TransferClassifier",
+    "TransferTask",
     "classification_loss",
     "evaluate_classification",
     "fingerprint",
@@ -39,6 +61,8 @@ __all__ = [
     "metrics_from_confusion",
     "per_class_report",
     "push_to_hub",
+    "register_encoder_scheme",
+    "register_hf_task",
     "register_strategy",
     "resolve_mixed_precision",
     "train_classifier",

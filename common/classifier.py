@@ -1,75 +1,153 @@
-"""TransferClassifier: the user-facing classifier shared by the image and audio packages.
+"""Classification by transfer: an encoder plus a linear head, shared by the image and audio classifiers.
 
-It owns everything that does not depend on the kind of data: labels, training through a
-strategy's stages, prediction and evaluation in batches, export to a folder that
-``transformers.pipeline`` loads, reloading, run recovery and Hub upload. A domain subclass says
-how to read its data and how to turn raw examples into model inputs.
+:class:`TransferClassifier` is the :class:`~transferkit.common.task.TransferTask` for labels: it
+owns the model shape (:class:`ClassificationModel`), the loss, streaming evaluation, the probe
+stage on cached features, prediction and evaluation in batches, and an export that
+``transformers.pipeline`` loads. A domain subclass says how to read its data
+(:meth:`TransferClassifier.labelled`, :meth:`TransferClassifier.training_data`) and how raw
+examples become model inputs (:meth:`TransferClassifier.prepare_inputs`).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .classification import ClassificationModel, train_classifier
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
-from .hub import PushToHubMixin, write_model_card
+from .features import FeatureCache
 from .metrics import ConfusionMatrix, per_class_report
-from .strategies import get_strategy, has_lora, merge_lora
+from .strategies import Strategy
+from .task import StageData, TrainingData, TransferTask
+from .trainer import TrainResult
 
-RUN_FILE = "transferkit-run.json"
-INFO_FILE = "transferkit.json"
+
+class ClassificationModel(nn.Module):
+    """``head(encoder(inputs))``; pass ``features=`` to skip the encoder (cached features)."""
+
+    def __init__(self, encoder: Encoder, num_labels: int) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.feature_dim, num_labels)
+        self.reset_head(seed=0)
+        self.head_trained = False
+
+    def reset_head(self, seed: int) -> None:
+        """Small random weights from ``seed`` alone, whatever ran before in the process."""
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.01)
+            self.head.bias.zero_()
+
+    def forward(self, features: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
+        if features is None:
+            features = self.encoder(**inputs)
+        return self.head(features.to(self.head.weight.dtype))
 
 
-class TransferClassifier(PushToHubMixin):
+def classification_loss(label_smoothing: float = 0.0) -> Callable[[nn.Module, dict], torch.Tensor]:
+    """Cross-entropy on integer labels, or on soft targets (MixUp/CutMix) when labels are 2-D."""
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        inputs = dict(batch)
+        labels = inputs.pop("labels")
+        logits = model(**inputs).float()
+        if labels.dim() == 2:
+            return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def evaluate_classification(num_labels: int) -> Callable[[nn.Module, Any], dict]:
+    """Accuracy, macro-F1 and mean loss, aggregated batch by batch."""
+
+    def evaluate(model: nn.Module, loader: Any) -> dict:
+        cm, loss_sum, n = ConfusionMatrix(num_labels), 0.0, 0
+        for batch in loader:
+            inputs = dict(batch)
+            labels = inputs.pop("labels")
+            logits = model(**inputs).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            n += len(labels)
+            cm.update(labels, logits.argmax(-1))
+        return {**cm.metrics(), "eval_loss": loss_sum / max(1, n)}
+
+    return evaluate
+
+
+class _FeatureSet(torch.utils.data.Dataset):
+    """Cached features; the loader fetches whole batches at once (``__getitems__``), not row by row."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "labels": self.labels[i]}
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        idx_t = torch.as_tensor(idx)
+        return {"features": self.features[idx_t], "labels": self.labels[idx_t]}
+
+
+def _batched(batch: dict) -> dict:
+    return batch
+
+
+class TransferClassifier(TransferTask):
     """Base class: a pretrained encoder plus a linear head for ``labels``.
 
-    Subclasses set ``task`` (the pipeline tag) and ``encoder_task`` (``"image"``/``"audio"``) and
-    implement :meth:`_inputs` (raw examples -> a batch of model inputs) and :meth:`_labelled`
-    (a data source -> examples and their label names).
+    Subclasses set ``task`` (the pipeline tag) and ``encoder_task`` (the registered encoder task,
+    ``"image"``/``"audio"``) and implement :meth:`prepare_inputs`, :meth:`labelled` and
+    :meth:`~transferkit.common.task.TransferTask.training_data`.
     """
 
-    task: ClassVar[str] = ""
     encoder_task: ClassVar[str] = ""
 
-    def __init__(self, encoder: Encoder, labels: Sequence[str], strategy: str = "finetune") -> None:
+    def __init__(self, encoder: Encoder, labels: Sequence[str], strategy: str | Strategy = "finetune") -> None:
         labels = [str(x) for x in labels]
         if len(set(labels)) != len(labels):
             raise ValueError(f"labels must be distinct, got {labels}")
-        get_strategy(strategy)  # fail now, not after loading data
+        super().__init__(strategy)
         self.labels = labels
         self.label2id = {name: i for i, name in enumerate(labels)}
         self.model = ClassificationModel(encoder, len(labels))
-        self.strategy = strategy
-        self.results: dict = {}
-        self.train_info: dict[str, Any] = {}
 
     @property
     def encoder(self) -> Encoder:
         return self.model.encoder
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.model.head
+
     # -- hooks for the domain ------------------------------------------------------------------
-    def _inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+    def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Raw examples (paths, arrays) -> one batch of encoder inputs, without augmentation."""
         raise NotImplementedError
 
-    def _labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
+    def labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
+        """A labelled data source -> its examples and their label names."""
         raise NotImplementedError
-
-    def _card_data(self) -> dict[str, Any]:
-        return {k: v for k, v in self.train_info.items() if k.endswith("examples")} | {"labels": ", ".join(self.labels)}
 
     @classmethod
-    def _from_encoder(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
+    def rebuild(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
+        """The classifier for ``encoder`` and ``labels`` as recorded in ``info`` (export or run file)."""
         return cls(encoder, labels, info.get("strategy", "finetune"))
 
-    # -- shared behaviour ----------------------------------------------------------------------
+    # -- TransferTask hooks --------------------------------------------------------------------
     def check_labels(self, targets: Sequence[Any], what: str) -> None:
         """Raise if ``targets`` holds a label this classifier was not built for."""
         unknown = sorted(set(map(str, targets)) - set(self.label2id))
@@ -77,22 +155,42 @@ class TransferClassifier(PushToHubMixin):
             raise ValueError(f"{what} has label(s) {unknown} that the classifier does not know "
                              f"(it knows {self.labels}); add them to labels= before training")
 
-    def _train(self, config: TrainConfig, train: Sequence, eval: Sequence | None, *, train_collate: Callable,
-               eval_collate: Callable, fingerprints: dict[str, str], lengths: Sequence[int] | None = None,
-               probe_train: Sequence | None = None) -> dict:
-        """Run the strategy's stages and record how to rebuild the run (``from_run``)."""
-        self.results = train_classifier(self.model, config, train, eval, train_collate=train_collate,
-                                        eval_collate=eval_collate, fingerprints=fingerprints, lengths=lengths,
-                                        probe_train=probe_train,
-                                        run_info={"labels": self.labels, "base_model": self.encoder.spec})
-        out = Path(config.output_dir)
-        final = out / list(self.results)[-1] if len(self.results) > 1 else out
-        (out / RUN_FILE).write_text(json.dumps(
-            {"base_model": str(self.encoder.spec), "labels": self.labels, "strategy": self.strategy,
-             "final_stage_dir": str(final.resolve()), "config": config.to_dict(), **self.train_info},
-            indent=2, default=str) + "\n")
-        return self.results
+    def start_training(self, config: TrainConfig) -> None:
+        """Call from ``training_data``: a new head is initialised from ``config.seed`` alone."""
+        if not self.model.head_trained:
+            self.model.reset_head(config.seed)
+        self.model.head_trained = True
 
+    def loss_fn(self, config):
+        return classification_loss(config.label_smoothing)
+
+    def eval_fn(self):
+        return evaluate_classification(len(self.labels))
+
+    def cached_stage(self, stage, data, config, run_dir):
+        cache = FeatureCache(getattr(stage.config, "feature_cache", None) or run_dir / "features")
+        enc_fp = self.encoder.fingerprint()
+        kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
+        fps = data.fingerprints
+
+        def features(examples: Sequence, part: str) -> _FeatureSet:
+            key = (enc_fp, fps.get(part), fps.get("preprocess"))
+            return _FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
+
+        train = features(data.probe_train if data.probe_train is not None else data.train, "train")
+        return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched)
+
+    def run_meta(self):
+        return {"labels": self.labels}
+
+    @classmethod
+    def from_run_meta(cls, meta, run_dir):
+        return cls.rebuild(load_encoder(meta["base_model"], task=cls.encoder_task), meta["labels"], meta)
+
+    def card_data(self):
+        return super().card_data() | {"labels": ", ".join(self.labels)}
+
+    # -- prediction and evaluation -------------------------------------------------------------
     @torch.no_grad()
     def logits(self, examples: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
         """Raw class scores of prepared examples, computed in batches in eval mode."""
@@ -100,7 +198,7 @@ class TransferClassifier(PushToHubMixin):
         device = next(self.model.parameters()).device
         out = []
         for start in range(0, len(examples), batch_size):
-            batch = self._inputs(examples[start:start + batch_size])
+            batch = self.prepare_inputs(examples[start:start + batch_size])
             out.append(self.model(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
@@ -113,7 +211,7 @@ class TransferClassifier(PushToHubMixin):
         """Accuracy, macro-F1, a per-class report and the confusion matrix (PNG written to ``out_dir``)."""
         from .report import plot_confusion
 
-        examples, targets = self._labelled(data)
+        examples, targets = self.labelled(data)
         self.check_labels(targets, "the evaluation data")
         cm = ConfusionMatrix(len(self.labels))
         for start in range(0, len(examples), batch_size):
@@ -129,78 +227,63 @@ class TransferClassifier(PushToHubMixin):
         return result
 
     # -- export --------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike, *, metrics: dict | None = None) -> Path:
-        """Export: a Hugging Face folder (config, safetensors, processor, label maps, model card)
-        that ``transformers.pipeline(task)`` loads; LoRA adapters are merged into the weights.
-        A plain ``nn.Module`` encoder is saved as ``model.safetensors`` plus ``transferkit.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if has_lora(self.encoder):
-            merge_lora(self.encoder)
+    def export(self, folder):
+        """A Hugging Face folder (config, safetensors, processor, label maps) when the encoder came
+        from transformers; otherwise ``model.safetensors`` and the encoder spec to rebuild it."""
         hf = self.encoder.hf_model
-        info = {"labels": self.labels, "strategy": self.strategy, **self.train_info}
         if hf is not None:
             save_hf_classifier(hf, self.model.head, self.labels, folder)
             if self.encoder.processor is not None:
                 self.encoder.processor.save_pretrained(folder)
-        else:
-            from safetensors.torch import save_model
+            return {"labels": self.labels}
+        from safetensors.torch import save_model
 
-            save_model(self.model, str(folder / "model.safetensors"))
-            info |= {"encoder_spec": self.encoder.spec, "feature_dim": self.encoder.feature_dim}
-        (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        write_model_card(folder, task=self.task, base_model=str(self.encoder.spec), strategy=self.strategy,
-                         data=self._card_data(), metrics=metrics, pipeline_tag=self.task if hf is not None else None,
-                         library_name="transformers" if hf is not None else "transferkit")
-        return folder
+        save_model(self.model, str(folder / "model.safetensors"))
+        return {"labels": self.labels, "encoder_spec": self.encoder.spec, "feature_dim": self.encoder.feature_dim}
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, encoder: nn.Module | None = None) -> TransferClassifier:
-        """Load an export written by :meth:`save` (pass ``encoder=`` for a custom nn.Module encoder)."""
-        folder = Path(folder)
-        info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).exists() else {}
+    def restore(cls, folder, info, *, encoder: nn.Module | None = None):
+        """Pass ``encoder=`` for an export of a custom ``nn.Module`` encoder."""
         if (folder / "config.json").exists():
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(folder)
             labels = [config.id2label[i] for i in range(config.num_labels)]
-            clf = cls._from_encoder(load_encoder(str(folder), task=cls.encoder_task), labels, info)
+            clf = cls.rebuild(load_encoder(str(folder), task=cls.encoder_task), labels, info)
             clf.model.head.load_state_dict(hf_head_weights(folder, getattr(config, "transferkit_head", "classifier")))
         else:
             from safetensors.torch import load_model
 
             if "encoder_spec" not in info:
-                raise FileNotFoundError(f"{folder} is not a transferkit export (no config.json or {INFO_FILE})")
+                raise FileNotFoundError(f"{folder} is not a transferkit export (no config.json or transferkit.json)")
             spec = encoder if encoder is not None else info["encoder_spec"]
-            enc = load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim"))
-            clf = cls._from_encoder(enc, info["labels"], info)
+            clf = cls.rebuild(load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim")), info["labels"], info)
             load_model(clf.model, str(folder / "model.safetensors"))
         clf.model.head_trained = True
-        clf.train_info = {k: v for k, v in info.items() if k != "labels"}
         return clf
 
-    @classmethod
-    def from_run(cls, run_dir: str | os.PathLike) -> TransferClassifier:
-        """Rebuild the classifier of a ``fit`` run from its best (or else last) checkpoint."""
-        from safetensors.torch import load_model
 
-        meta_path = Path(run_dir) / RUN_FILE
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{run_dir} is not a transferkit run folder (no {RUN_FILE})")
-        meta = json.loads(meta_path.read_text())
-        clf = cls._from_encoder(load_encoder(meta["base_model"], task=cls.encoder_task), meta["labels"], meta)
-        if meta["strategy"] == "lora":  # the checkpoint holds adapter weights: put adapters in place first
-            get_strategy("lora").param_groups(clf.encoder, clf.model.head, TrainConfig.from_dict(meta["config"]))
-        stage = Path(meta["final_stage_dir"])
-        for ckpt in (stage / "checkpoints" / "best.safetensors", stage / "checkpoints" / "last" / "model.safetensors"):
-            if ckpt.exists():
-                load_model(clf.model, str(ckpt))
-                break
-        else:
-            raise FileNotFoundError(f"no checkpoint in {stage / 'checkpoints'}")
-        clf.model.head_trained = True
-        clf.train_info = {k: v for k, v in meta.items() if k.endswith("examples")}
-        return clf
+class _ModelClassifier(TransferClassifier):
+    """A classifier around an existing :class:`ClassificationModel` (for :func:`train_classifier`)."""
+
+    def __init__(self, model: ClassificationModel, strategy: str | Strategy, data: TrainingData) -> None:
+        TransferTask.__init__(self, strategy)
+        self.model, self.labels, self._data = model, [str(i) for i in range(model.head.out_features)], data
+
+    def training_data(self, train, eval, config, **options):
+        self.start_training(config)
+        return self._data
+
+
+def train_classifier(model: ClassificationModel, config: TrainConfig, train: Sequence, eval: Sequence | None = None, *,
+                     train_collate: Callable, eval_collate: Callable, fingerprints: dict[str, str],
+                     lengths: Sequence[int] | None = None, run_info: dict | None = None,
+                     probe_train: Sequence | None = None) -> dict[str, TrainResult]:
+    """Deprecated: subclass :class:`TransferClassifier` (or call its ``fit``) instead."""
+    warnings.warn("train_classifier is deprecated; use a TransferClassifier's fit", DeprecationWarning, stacklevel=2)
+    data = TrainingData(train, eval, train_collate, eval_collate, lengths, probe_train, fingerprints)
+    task = _ModelClassifier(model, config.legacy.get("strategy", "finetune"), data)
+    return task.fit(train, eval, config=config)
 
 
 def save_hf_classifier(hf: nn.Module, head: nn.Linear, labels: list[str], folder: Path) -> None:

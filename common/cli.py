@@ -1,30 +1,34 @@
-"""``transferkit <domain> <verb>``: thin shells over the Python API.
+"""``transferkit <domain> <verb>``: thin shells over the Python API, generated from dataclasses.
 
-Each domain package registers its verbs from its own ``cli`` module; training options are
-generated from :class:`TrainConfig`, so the command line and the API never drift apart.
+Every option of every verb is a field of a dataclass (:class:`TrainConfig`, a strategy's settings,
+a domain's config), so the command line and the API never drift apart. Domains add their verbs
+through the ``transferkit.domains`` entry-point group and demos through ``transferkit.demos``;
+this module imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import sys
+import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-
-DOMAINS = ("vision", "audio", "recsys")
+from .registry import DEMOS_GROUP, DOMAINS_GROUP, plugins
+from .strategies import Strategy, get_strategy, list_strategies, pop_strategy_settings, strategy_classes
 
 
 def _arg_type(tp: Any) -> tuple[Any, dict]:
     origin = typing.get_origin(tp)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _arg_type(args[0])
     if tp is bool:
         return None, {"action": argparse.BooleanOptionalAction}
@@ -35,76 +39,130 @@ def _arg_type(tp: Any) -> tuple[Any, dict]:
     return tp, {}
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[str] = ()) -> None:
-    """One ``--flag`` per dataclass field, with its help text and default."""
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[str] = (), prefix: str = "",
+                            title: str | None = None) -> None:
+    """One ``--flag`` per dataclass field, with its help text and default.
+
+    A field without a default is a required flag, or a positional argument when its metadata says
+    ``positional``. With ``prefix`` the flags are ``--<prefix>-<field>`` (dest ``<prefix>_<field>``).
+    """
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
+    group = parser.add_argument_group(title or cls.__name__)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         tp, extra = _arg_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kw = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {default})", **extra}
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        kw: dict[str, Any] = {"help": f.metadata.get("help", "").replace("%", "%%"), **extra}
         if tp is not None:
             kw["type"] = tp
-        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kw)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if required and f.metadata.get("positional"):
+            group.add_argument(dest, **kw)
+            continue
+        if required:
+            kw["required"] = True
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            kw |= {"default": argparse.SUPPRESS, "help": f"{kw['help']} (default: {str(default).replace('%', '%%')})"}
+        group.add_argument("--" + dest.replace("_", "-"), dest=dest, **kw)
 
 
-def dataclass_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+def dataclass_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", **fixed: Any) -> Any:
     """Build ``cls`` from the flags the user gave; the rest keep the dataclass defaults."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    for k, v in values.items():
-        if isinstance(v, list) and typing.get_origin(typing.get_type_hints(cls)[k]) is tuple:
-            values[k] = tuple(v)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        if hasattr(args, dest):
+            v = getattr(args, dest)
+            values[f.name] = tuple(v) if isinstance(v, list) and typing.get_origin(hints[f.name]) is tuple else v
     return cls(**{**values, **fixed})
 
 
+# Flags that were TrainConfig fields before each strategy had its own settings; still accepted.
+_LEGACY_STRATEGY_FLAGS = {"probe_epochs": int, "top_k_blocks": int, "feature_cache": str}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The loop's flags (:class:`TrainConfig`), ``--strategy``, and every registered strategy's settings
+    as ``--<strategy>-<field>`` (``--lora-r``, ``--llrd-decay``, ``--lp-ft-probe-epochs``)."""
     add_dataclass_arguments(parser, TrainConfig)
+    group = parser.add_argument_group("strategy")
+    group.add_argument("--strategy", default="finetune", choices=list_strategies(),
+                       help="What learns (default: finetune).")
+    for cls in strategy_classes():
+        add_dataclass_arguments(parser, cls.config_class, prefix=cls.name, title=f"strategy {cls.name}")
+    for name, tp in _LEGACY_STRATEGY_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=tp, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def add_evaluate_verb(verbs: Any, func: Any, *, help: str, data_help: str) -> None:
-    """``evaluate --model FOLDER --data PATH [--out DIR]`` for an exported model."""
-    ev = verbs.add_parser("evaluate", help=help)
-    ev.add_argument("--model", required=True, help="exported model folder")
-    ev.add_argument("--data", required=True, help=data_help)
-    ev.add_argument("--out", help="folder for confusion_matrix.png and metrics.json")
-    ev.set_defaults(func=func)
+def train_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Strategy]:
+    """The :class:`TrainConfig` and the configured strategy that the flags describe."""
+    strategy = get_strategy(args.strategy)
+    prefixes = tuple(f"{c.name}_" for c in strategy_classes())
+    options = {k: v for k, v in vars(args).items() if k.startswith(prefixes) or k in _LEGACY_STRATEGY_FLAGS}
+    return dataclass_from_args(TrainConfig, args), get_strategy(strategy, **pop_strategy_settings(strategy, options))
 
 
-def add_predict_verb(verbs: Any, func: Any, *, help: str, files_help: str) -> None:
-    """``predict --model FOLDER FILE...`` for an exported model."""
-    pr = verbs.add_parser("predict", help=help)
-    pr.add_argument("--model", required=True, help="exported model folder")
-    pr.add_argument("files", nargs="+", help=files_help)
-    pr.set_defaults(func=func)
+# -- verbs every classifier domain has ----------------------------------------------------------
+@dataclass
+class EvaluateArgs:
+    model: str = field(metadata={"help": "Exported model folder."})
+    data: str = field(metadata={"help": "Labelled data: a folder of class sub-folders or a manifest."})
+    out: str | None = field(default=None, metadata={"help": "Folder for confusion_matrix.png and metrics.json."})
 
 
-def report_evaluation(result: dict, out: str | None) -> None:
-    """Print the metrics (without the raw confusion matrix) and keep them all in ``out/metrics.json``."""
-    if out:
-        from pathlib import Path
+@dataclass
+class PredictArgs:
+    model: str = field(metadata={"help": "Exported model folder."})
+    files: list[str] = field(metadata={"help": "Files to label.", "positional": True})
 
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
-    print_json({k: v for k, v in result.items() if k != "confusion_matrix"})
+
+@dataclass
+class ExportArgs:
+    run: str = field(metadata={"help": "The output_dir of `fit` (finished or interrupted)."})
+    out: str = field(metadata={"help": "Export folder."})
+
+
+@dataclass
+class PushArgs:
+    model: str = field(metadata={"help": "Exported model folder."})
+    repo_id: str = field(metadata={"help": "Hub repository, e.g. me/my-model."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+
+def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, *configs: type,
+             train: bool = False) -> argparse.ArgumentParser:
+    """A verb whose options are the fields of ``configs`` (plus the training flags with ``train``)."""
+    parser = verbs.add_parser(name, help=help, description=help)
+    for cls in configs:
+        add_dataclass_arguments(parser, cls)
+    if train:
+        add_train_arguments(parser)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def add_push_verb(verbs: Any) -> None:
     """``push --model FOLDER --repo-id ID [--private]``: upload an exported folder to the Hub."""
-    push = verbs.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
-    push.add_argument("--model", required=True, help="exported model folder")
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(func=_push)
+    add_verb(verbs, "push", _push, "upload an exported folder to the Hugging Face Hub", PushArgs)
 
 
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
+    args = dataclass_from_args(PushArgs, args)
     print(push_to_hub(args.model, args.repo_id, private=args.private))
     return 0
+
+
+def report_evaluation(result: dict, out: str | None) -> None:
+    """Print the metrics (without the raw confusion matrix) and keep them all in ``out/metrics.json``."""
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    print_json({k: v for k, v in result.items() if k != "confusion_matrix"})
 
 
 def print_json(obj: Any) -> None:
@@ -112,47 +170,34 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _domain_module(domain: str, name: str) -> Any:
-    """``transferkit.<domain>.<name>``, or None when that domain does not provide it."""
-    try:
-        return importlib.import_module(f"transferkit.{domain}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"transferkit.{domain}.{name}":
-            raise  # the module exists but something it imports is missing: say so
-        return None
-
-
+# -- the program ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferkit", description="Transfer learning for images, speech and recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = parser.add_subparsers(dest="domain", required=True)
+    demos = plugins(DEMOS_GROUP)
     demo = sub.add_parser("demo", help="run the offline demo on built-in data and write a report")
     demo.add_argument("--out", default="demo-output", help="folder for report.md, plots and models")
-    demo.add_argument("--only", nargs="+", choices=DOMAINS, default=list(DOMAINS), help="run only these parts")
-    demo.set_defaults(func=_run_demo)
-    for domain in DOMAINS:
-        module = _domain_module(domain, "cli")
-        if module is not None:
-            module.register(sub.add_parser(domain, help=module.__doc__.strip().splitlines()[0]))
+    demo.add_argument("--only", nargs="+", choices=sorted(demos), default=sorted(demos), help="run only these parts")
+    demo.add_argument("--seed", type=int, default=0, help="seed of every part")
+    demo.add_argument("--quick", action="store_true", help="toy sizes: seconds instead of minutes")
+    demo.set_defaults(func=lambda args: _run_demo(args, demos))
+    for domain, register in plugins(DOMAINS_GROUP).items():
+        doc = (sys.modules[register.__module__].__doc__ or domain).strip().splitlines()[0]
+        register(sub.add_parser(domain, help=doc, description=doc))
     return parser
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _run_demo(args: argparse.Namespace, demos: dict[str, Callable]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    for domain in args.only:
-        demo = _domain_module(domain, "demo")
-        if demo is None:
-            continue
-        print(f"\n=== {domain} ===", flush=True)
-        section = demo.run_demo(out / domain)
+    for name in dict.fromkeys(args.only):  # in the order given
+        print(f"\n=== {name} ===", flush=True)
+        section = demos[name](out / name, seed=args.seed, quick=args.quick)
         print(section, flush=True)
         sections.append(section)
-    report = "# transferkit demo\n\n" + "\n\n".join(sections) + "\n"
-    (out / "report.md").write_text(report)
+    (out / "report.md").write_text("# transferkit demo\n\n" + "\n\n".join(sections) + "\n")
     print(f"\nreport written to {out / 'report.md'}")
     return 0
 

@@ -1,7 +1,8 @@
-"""Training configuration shared by every domain.
+"""The training loop's settings, shared by every domain.
 
-One dataclass holds every knob of a run; the CLI is generated from it and the resolved
-values are written beside every output, so a run can always be repeated.
+Only the loop lives here (epochs, batches, rates, schedule, precision, checkpoints); what a
+strategy, a task or a model needs lives in its own dataclass. The CLI is generated from these
+dataclasses and the resolved values are written beside every output, so a run can be repeated.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,12 @@ class TrainConfig:
     """How a transfer run trains.
 
     Example:
-        >>> cfg = TrainConfig(output_dir="runs/ants", strategy="lp_ft", epochs=5)
+        >>> cfg = TrainConfig(output_dir="runs/ants", epochs=5)
         >>> cfg.head_lr
         0.001
     """
 
     output_dir: str = field(default="transferkit-run", metadata={"help": "Folder for checkpoints, metrics and exports."})
-    strategy: str = field(default="finetune", metadata={"help": "What learns: linear_probe, finetune, lp_ft, partial, llrd, lora."})
     epochs: int = field(default=10, metadata={"help": "Training epochs (the fine-tuning stage for lp_ft)."})
     batch_size: int = field(default=32, metadata={"help": "Examples per optimizer micro-step on each device."})
     eval_batch_size: int | None = field(default=None, metadata={"help": "Evaluation batch size (default: 2 x batch_size)."})
@@ -47,32 +48,19 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     save_checkpoints: bool = field(default=True, metadata={"help": "Write an atomic checkpoint after every epoch."})
     group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length together."})
-    # strategy settings
-    probe_epochs: int = field(default=30, metadata={"help": "Epochs of the linear-probe stage of lp_ft (on cached features)."})
-    top_k_blocks: int = field(default=2, metadata={"help": "partial: how many of the top encoder blocks learn."})
-    llrd_decay: float = field(default=0.75, metadata={"help": "llrd: rate multiplier per block going down from the top."})
-    lora_r: int = field(default=16, metadata={"help": "lora: rank of the update."})
-    lora_alpha: int = field(default=16, metadata={"help": "lora: scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "lora: dropout on the adapter input."})
-    lora_targets: list[str] | None = field(default=None, metadata={"help": "lora: module names to adapt (default: attention query/value)."})
-    feature_cache: str | None = field(default=None, metadata={"help": "Folder for cached encoder features (default: <output_dir>/features)."})
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
     plot: bool = field(default=True, metadata={"help": "Write learning_curve.png beside metrics.jsonl."})
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "grad_accum_steps", "lora_r", "top_k_blocks"):
+        for name in ("epochs", "batch_size", "grad_accum_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.probe_epochs < 0:
-            raise ValueError(f"probe_epochs must be >= 0, got {self.probe_epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 < self.llrd_decay <= 1.0:
-            raise ValueError(f"llrd_decay must be in (0, 1], got {self.llrd_decay}")
         if self.lr <= 0 or self.head_lr <= 0:
             raise ValueError(f"lr and head_lr must be positive, got lr={self.lr}, head_lr={self.head_lr}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -84,7 +72,9 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        new.legacy = dict(self.legacy)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,8 +86,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | set(LEGACY_FIELDS)
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
         return cls(**values)
+
+
+# Fields TrainConfig had before each strategy got its own settings dataclass. They are still
+# accepted (with a DeprecationWarning) and handed to the strategy by the task's ``fit``.
+LEGACY_FIELDS = ("strategy", "probe_epochs", "top_k_blocks", "llrd_decay", "lora_r", "lora_alpha", "lora_dropout",
+                 "lora_targets", "feature_cache")
+_dataclass_init = TrainConfig.__init__
+
+
+def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in LEGACY_FIELDS}
+    _dataclass_init(self, *args, **kwargs)
+    if legacy:
+        warnings.warn(f"TrainConfig({', '.join(legacy)}=...) is deprecated: strategy settings belong to the "
+                      "strategy (get_strategy('lora', r=8), or fit(..., lora_r=8))", DeprecationWarning, stacklevel=2)
+    self.legacy = legacy
+
+
+TrainConfig.__init__ = _init  # type: ignore[method-assign]

@@ -3,8 +3,12 @@
 An :class:`Encoder` is the pretrained body of a model: it maps inputs to pooled features of
 size ``feature_dim``, lists its parameters as ordered ``blocks()`` (input side first) so that
 strategies can freeze or rate them by depth, and carries the ``processor`` that prepares its
-inputs. :func:`load_encoder` builds one from a Hub id, a local Hugging Face folder, a
-``torchvision:<name>`` spec with a local weights file, or any ``nn.Module``.
+inputs. :func:`load_encoder` builds one from a Hub id, a local Hugging Face folder, a ``scheme:name``
+spec that a domain registered (vision registers ``torchvision:``), or any ``nn.Module``.
+
+This module knows no domain: each domain registers the Hugging Face task it loads (which Auto
+classes, which configs it claims) with :func:`register_hf_task`, and its own spec schemes with
+:func:`register_encoder_scheme`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .registry import Registry, load_domains
+
 log = logging.getLogger(__name__)
 
 # Names under which classification models keep their final layer: transformers' *ForXClassification
 # ("classifier"), timm ("head"), torchvision ResNets ("fc") and ViTs ("heads").
 _HEAD_NAMES = ("classifier", "head", "fc", "heads")
-_HEAD_PREFIXES = tuple(f"{name}." for name in _HEAD_NAMES)
+HEAD_PREFIXES = tuple(f"{name}." for name in _HEAD_NAMES)
 
 
 class EncoderNotFoundError(OSError):
@@ -204,7 +211,7 @@ def _blocks_from_children(module: nn.Module) -> list[EncoderBlock]:
     return blocks
 
 
-def _take_head(model: nn.Module) -> tuple[str, int]:
+def take_head(model: nn.Module) -> tuple[str, int]:
     """Replace the final linear layer of a classification model with Identity; return (path, in_features)."""
     for name in _HEAD_NAMES:
         head = getattr(model, name, None)
@@ -219,10 +226,40 @@ def _take_head(model: nn.Module) -> tuple[str, int]:
     raise ValueError(f"cannot find the classification layer of {type(model).__name__} (looked for {_HEAD_NAMES})")
 
 
-def _hf_task(config: Any) -> str:
-    if hasattr(config, "conv_dim") or "audio" in type(config).__name__.lower() or hasattr(config, "num_mel_bins"):
-        return "audio"
-    return "image"
+@dataclass(frozen=True)
+class HFTask:
+    """How one domain loads Hugging Face checkpoints: the Auto classes (by name, from
+    ``transformers``) and which configs it claims when the caller names no task."""
+
+    model_class: str
+    processor_class: str
+    claims: Callable[[Any], bool]
+
+
+HF_TASKS: Registry[HFTask] = Registry("encoder task")
+ENCODER_SCHEMES: Registry[Callable[..., Encoder]] = Registry("encoder scheme")
+
+
+def register_hf_task(name: str, model_class: str, processor_class: str, claims: Callable[[Any], bool]) -> HFTask:
+    """Let ``load_encoder(..., task=name)`` load Hugging Face checkpoints through ``model_class``."""
+    return HF_TASKS.register(name, HFTask(model_class, processor_class, claims))
+
+
+def register_encoder_scheme(scheme: str, loader: Callable[..., Encoder]) -> Callable[..., Encoder]:
+    """Let ``load_encoder("scheme:name", weights=..., ...)`` call ``loader(name, weights=..., ...)``."""
+    return ENCODER_SCHEMES.register(scheme, loader)
+
+
+def _hf_task(config: Any, task: str | None) -> HFTask:
+    if not HF_TASKS.names():
+        load_domains()
+    if task is not None:
+        return HF_TASKS.get(task)
+    claimed = [name for name, t in HF_TASKS.items() if t.claims(config)]
+    if len(claimed) != 1:
+        raise ValueError(f"cannot tell which task a {type(config).__name__} serves ({claimed or 'none claims it'}); "
+                         f"pass task= (one of {', '.join(HF_TASKS.names())})")
+    return HF_TASKS.get(claimed[0])
 
 
 @contextlib.contextmanager
@@ -242,13 +279,8 @@ def quiet_transformers():
 
 
 def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str | None) -> Encoder:
-    from transformers import (
-        AutoConfig,
-        AutoFeatureExtractor,
-        AutoImageProcessor,
-        AutoModelForAudioClassification,
-        AutoModelForImageClassification,
-    )
+    import transformers
+    from transformers import AutoConfig
 
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
@@ -261,16 +293,14 @@ def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str
             f"Cannot load encoder {spec!r}: {where}{offline}; download it once with "
             f"`hf download {spec} --local-dir DIR` and pass that DIR instead."
         ) from err
-    task = task or _hf_task(config)
-    auto = AutoModelForImageClassification if task == "image" else AutoModelForAudioClassification
+    hf_task = _hf_task(config, task)
     with quiet_transformers():
-        model = auto.from_pretrained(spec, config=config, **kwargs)
-    head_path, dim = _take_head(model)
+        model = getattr(transformers, hf_task.model_class).from_pretrained(spec, config=config, **kwargs)
+    head_path, dim = take_head(model)
     model.config.transferkit_head = head_path
     processor = None
-    loader = AutoImageProcessor if task == "image" else AutoFeatureExtractor
     try:
-        processor = loader.from_pretrained(spec, **kwargs)
+        processor = getattr(transformers, hf_task.processor_class).from_pretrained(spec, **kwargs)
     except (OSError, ValueError, KeyError):
         log.warning("%s has no preprocessor config; the caller must prepare inputs", spec)
 
@@ -281,7 +311,7 @@ def _load_hf(spec: str, task: str | None, trust_remote_code: bool, revision: str
                    layers=_find_layers(model.base_model))
 
 
-def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = str(path)
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -295,26 +325,7 @@ def _load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _load_torchvision(name: str, weights: str | os.PathLike | None) -> Encoder:
-    import torchvision
-    from transformers import ViTImageProcessor
-
-    try:
-        model = torchvision.models.get_model(name, weights=None)
-    except ValueError as err:
-        raise ValueError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()") from err
-    if weights is None:
-        log.warning("torchvision:%s without weights= starts from random initialisation", name)
-    else:
-        # The old classifier is dropped anyway; its shape may differ (another number of classes).
-        state = {k: v for k, v in _load_state_file(weights).items() if not k.startswith(_HEAD_PREFIXES)}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith(_HEAD_PREFIXES)]:
-            raise ValueError(f"weights {weights} do not match torchvision:{name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    _, dim = _take_head(model)
-    processor = ViTImageProcessor(size={"height": 224, "width": 224},
-                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-    return Encoder(model, dim, processor=processor, spec=f"torchvision:{name}")
+_SCHEME = re.compile(r"^([a-z][a-z0-9_+-]*):(?!//)")
 
 
 def load_encoder(
@@ -331,11 +342,13 @@ def load_encoder(
 
     Args:
         spec: a Hub id (``"google/vit-base-patch16-224-in21k"``), a local folder in Hugging Face
-            format, ``"torchvision:<name>"`` (with ``weights``), an ``nn.Module`` (with
-            ``feature_dim``) or an :class:`Encoder`, returned as is.
-        task: ``"image"`` or ``"audio"`` for Hugging Face models (inferred from the config).
+            format, ``"scheme:name"`` for a scheme a domain registered (``"torchvision:resnet50"``
+            with ``weights``), an ``nn.Module`` (with ``feature_dim``) or an :class:`Encoder`,
+            returned as is.
+        task: the registered task of a Hugging Face model (``"image"``, ``"audio"``; inferred
+            from the config when only one task claims it).
         feature_dim: output size of a plain ``nn.Module``.
-        weights: a local ``.pt``/``.pth``/``.safetensors`` file for ``torchvision:`` specs or modules.
+        weights: a local ``.pt``/``.pth``/``.safetensors`` file for scheme specs or modules.
         processor: overrides the processor that comes with the model.
         trust_remote_code: allow code from the model repository to run (off by default).
         revision: Hub revision (branch, tag or commit).
@@ -351,11 +364,14 @@ def load_encoder(
         if feature_dim is None:
             raise ValueError("pass feature_dim= with an nn.Module encoder: the size of the features it returns")
         if weights is not None:
-            spec.load_state_dict(_load_state_file(weights))
+            spec.load_state_dict(load_state_file(weights))
         return Encoder(spec, feature_dim, processor=processor, spec=type(spec).__name__)
     spec = str(spec)
-    if spec.startswith("torchvision:"):
-        enc = _load_torchvision(spec.split(":", 1)[1], weights)
+    scheme = _SCHEME.match(spec)
+    if scheme and not Path(spec).exists():
+        if scheme[1] not in ENCODER_SCHEMES:
+            load_domains()
+        enc = ENCODER_SCHEMES.get(scheme[1])(spec[scheme.end():], weights=weights)
     else:
         enc = _load_hf(spec, task, trust_remote_code, revision)
     if processor is not None:

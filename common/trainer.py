@@ -76,6 +76,51 @@ def _make_accelerator(mixed_precision: str, grad_accum: int):
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
 
 
+class Callback:
+    """Hooks into the loop. State that must survive a resume goes in :meth:`state_dict`: the trainer
+    writes it into every checkpoint and hands it back through :meth:`load_state_dict`.
+
+    Example (a step counter that a killed run resumes from):
+        >>> class CountSteps(Callback):
+        ...     def __init__(self):
+        ...         self.steps = 0
+        ...     def on_batch_end(self, trainer, loss):
+        ...         self.steps += 1
+        ...     def state_dict(self):
+        ...         return {"steps": self.steps}
+        ...     def load_state_dict(self, state):
+        ...         self.steps = state["steps"]
+    """
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_batch_begin(self, trainer: Trainer, model: nn.Module, batch: Any) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
+        """``row`` is the epoch's metrics; a callback may add its own before they are written."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+OptimizerFactory = Callable[[list[dict], TrainConfig], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer, int, TrainConfig], Any]
+
+
+def adamw(param_groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    """The default optimizer: AdamW over the strategy's groups (each group carries its rate and decay)."""
+    return torch.optim.AdamW(param_groups, lr=config.lr)
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, config: TrainConfig) -> Any:
+    """The default schedule: ``config.warmup_ratio`` of the steps warming up linearly, then cosine to zero."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, int(config.warmup_ratio * total_steps)))
+
+
 class Trainer:
     """Trains ``model`` with the groups a strategy chose.
 
@@ -84,9 +129,15 @@ class Trainer:
         config: the run's :class:`TrainConfig` (output_dir, epochs, schedule, precision...).
         compute_loss: loss of one batch. Compute a loss that must stay in fp32 (CTC) outside
             autocast yourself; a non-finite loss skips the step and is counted.
-        param_groups: AdamW groups with peak ``lr`` (default: all trainable parameters at ``lr``).
+        param_groups: optimizer groups with peak ``lr`` (default: all trainable parameters at ``lr``).
         evaluate: ``evaluate(model, loader) -> {metric: value}``, called in eval mode without
             gradients after every epoch; it should aggregate as it goes, never keep all outputs.
+            Without eval data it is still called, with ``loader=None``, for metrics computed another
+            way (ranking against a held-out matrix).
+        optimizer: ``optimizer(param_groups, config)`` (default :func:`adamw`).
+        scheduler: ``scheduler(optimizer, total_steps, config)`` stepped once per optimizer step
+            (default :func:`warmup_cosine_schedule`).
+        callbacks: :class:`Callback` objects; their ``state_dict()`` is checkpointed.
 
     Example:
         >>> import tempfile
@@ -107,6 +158,9 @@ class Trainer:
         param_groups: list[dict] | None = None,
         evaluate: EvalFn | None = None,
         run_info: dict | None = None,
+        optimizer: OptimizerFactory = adamw,
+        scheduler: SchedulerFactory = warmup_cosine_schedule,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.model, self.config = model, config
         self.compute_loss, self.evaluate_fn = compute_loss, evaluate
@@ -115,6 +169,8 @@ class Trainer:
         ]
         if not any(p.requires_grad for g in self.param_groups for p in g["params"]):
             raise ValueError("no parameter is trainable: the strategy froze everything")
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.callbacks = list(callbacks)
         self.run_info = run_info or {}
         self.out = Path(config.output_dir)
         self.mixed_precision = resolve_mixed_precision(config.mixed_precision)
@@ -134,7 +190,8 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps({**state, "rng": _rng_state()}))
+            extra = {"rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks]}
+            (tmp / "trainer_state.json").write_text(json.dumps({**state, **extra}))
             if self._last.exists():
                 os.replace(self._last, old)
             os.replace(tmp, self._last)
@@ -146,6 +203,22 @@ class Trainer:
             if (d / "trainer_state.json").exists():
                 return d
         return None
+
+    def _restore(self) -> dict:
+        """The loop state of the last checkpoint when resuming (weights, optimizer, RNG, callbacks), else a fresh one."""
+        state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "skipped": 0}
+        resume_from = self._resume_dir() if self.config.resume else None
+        if resume_from is None:
+            if self.config.resume:
+                log.info("resume=True but %s holds no checkpoint: starting fresh", self._last)
+            return state
+        self.accelerator.load_state(str(resume_from))
+        state = json.loads((resume_from / "trainer_state.json").read_text())
+        _set_rng_state(state.pop("rng"))
+        for cb, cb_state in zip(self.callbacks, state.pop("callbacks", [])):
+            cb.load_state_dict(cb_state)
+        log.info("resumed from %s after epoch %d", resume_from, state["epoch"])
+        return state
 
     def _save_best(self) -> None:
         from safetensors.torch import save_model
@@ -164,6 +237,20 @@ class Trainer:
             load_model(self.accelerator.unwrap_model(self.model), str(path))
 
     # -- the loop ----------------------------------------------------------------------------
+    def _loaders(self, train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths):
+        cfg, acc = self.config, self.accelerator
+        if cfg.group_by_length and lengths is not None:
+            sampler = LengthGroupedSampler(lengths, cfg.batch_size, cfg.seed)
+        else:
+            sampler = EpochSampler(len(train_dataset), cfg.seed)
+        workers = _default_workers(cfg.num_workers)
+        loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda", "persistent_workers": workers > 0}
+        train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
+        eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
+                                  collate_fn=eval_collate_fn or collate_fn, **loader_kw)
+                       if eval_dataset is not None else None)
+        return sampler, train_loader, eval_loader
+
     def fit(
         self,
         train_dataset: Dataset | Sequence,
@@ -178,8 +265,6 @@ class Trainer:
         ``eval_collate_fn`` (default ``collate_fn``) prepares evaluation batches, without augmentation.
         ``lengths`` (one per example) enables length-grouped batches when ``config.group_by_length``.
         """
-        from tqdm.auto import tqdm
-
         cfg = self.config
         if len(train_dataset) == 0:
             raise ValueError("the training set is empty")
@@ -190,96 +275,94 @@ class Trainer:
         cfg.save(self.out / "config.json", resolved_mixed_precision=self.mixed_precision,
                  device=str(acc.device), num_processes=acc.num_processes, **self.run_info)
 
-        if cfg.group_by_length and lengths is not None:
-            sampler = LengthGroupedSampler(lengths, cfg.batch_size, cfg.seed)
-        else:
-            sampler = EpochSampler(len(train_dataset), cfg.seed)
-        workers = _default_workers(cfg.num_workers)
-        loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda",
-                     "persistent_workers": workers > 0}
-        train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
-        eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
-                                  collate_fn=eval_collate_fn or collate_fn, **loader_kw)
-                       if eval_dataset is not None else None)
-        optimizer = torch.optim.AdamW(self.param_groups, lr=cfg.lr)
+        sampler, train_loader, eval_loader = self._loaders(train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths)
+        optimizer = self.optimizer_factory(self.param_groups, cfg)
         steps_per_epoch = math.ceil(math.ceil(len(train_dataset) / cfg.batch_size / acc.num_processes) / cfg.grad_accum_steps)
-        total = steps_per_epoch * cfg.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, int(cfg.warmup_ratio * total)))
+        scheduler = self.scheduler_factory(optimizer, steps_per_epoch * cfg.epochs, cfg)
         model, optimizer, train_loader, scheduler = acc.prepare(self.model, optimizer, train_loader, scheduler)
         if eval_loader is not None:
             eval_loader = acc.prepare(eval_loader)
         self.model = model
+        # An evaluate function with no eval data scores the model its own way (ranking against a
+        # held-out matrix, say): it is called once per epoch with loader=None.
+        evaluates = eval_loader is not None or self.evaluate_fn is not None
 
-        state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "skipped": 0}
-        resume_from = self._resume_dir() if cfg.resume else None
-        if resume_from is not None:
-            acc.load_state(str(resume_from))
-            state = json.loads((resume_from / "trainer_state.json").read_text())
-            _set_rng_state(state.pop("rng"))
-            log.info("resumed from %s after epoch %d", resume_from, state["epoch"])
-        elif cfg.resume:
-            log.info("resume=True but %s holds no checkpoint: starting fresh", self._last)
-
+        state = self._restore()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
         start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in state["history"])
-        params = [p for g in self.param_groups for p in g["params"]]
-        stopped = False
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
-                stopped = True
+            if self._patience_spent(state):
                 break
             # Accelerate's loader counts its own iterations and passes them to the sampler; a resumed
             # run must continue that count, or it would replay epoch 1's order.
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            model.train()
-            t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
-                       leave=False, dynamic_ncols=True)
-            for batch in bar:
-                with acc.accumulate(model):
-                    with acc.autocast():
-                        loss = self.compute_loss(model, batch)
-                    if not self._all_finite(loss):
-                        # A non-finite loss would poison the weights (the fp16 CTC failure): skip the step.
-                        state["skipped"] += 1
-                        optimizer.zero_grad(set_to_none=True)
-                        continue
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm:
-                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.item()
-                n_steps += 1
-                seen += _batch_size(batch)
-                bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
-            seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": loss_sum / max(1, n_steps), "lr": scheduler.get_last_lr()[0],
-                   "seconds": seconds, "samples_per_s": seen * acc.num_processes / max(seconds, 1e-9),
-                   "skipped_steps": state["skipped"]}
-            if eval_loader is not None:
+            row = self._train_epoch(model, optimizer, scheduler, train_loader, epoch, state)
+            if evaluates:
                 row.update(self._evaluate(model, eval_loader))
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, row)
             state["history"].append(row)
             state["epoch"] = epoch
-            if eval_loader is not None:
+            if evaluates:
                 self._track_best(state, row)
             if cfg.save_checkpoints:
                 self._save_checkpoint(state)
             self._write_metrics(state["history"])
             log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
-            stopped = True
-        if eval_loader is not None and state["best_epoch"] is not None:
+        if evaluates and state["best_epoch"] is not None:
             self._load_best()
         acc.wait_for_everyone()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-                           skipped_steps=state["skipped"], stopped_early=stopped,
+                           skipped_steps=state["skipped"], stopped_early=self._patience_spent(state),
                            seconds=time.perf_counter() - start, output_dir=str(self.out))
+
+    def _patience_spent(self, state: dict) -> bool:
+        patience = self.config.early_stopping_patience
+        return bool(patience) and state["bad_epochs"] >= patience
+
+    def _train_epoch(self, model, optimizer, scheduler, loader, epoch: int, state: dict) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        params = [p for g in self.param_groups for p in g["params"]]
+        model.train()
+        t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
+                   leave=False, dynamic_ncols=True)
+        for batch in bar:
+            for cb in self.callbacks:
+                cb.on_batch_begin(self, model, batch)
+            with acc.accumulate(model):
+                with acc.autocast():
+                    loss = self.compute_loss(model, batch)
+                if not self._all_finite(loss):
+                    # A non-finite loss would poison the weights (the fp16 CTC failure): skip the step.
+                    state["skipped"] += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            for cb in self.callbacks:
+                cb.on_batch_end(self, value)
+            loss_sum += value
+            n_steps += 1
+            seen += _batch_size(batch)
+            bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
+        seconds = time.perf_counter() - t0
+        return {"epoch": epoch, "train_loss": loss_sum / max(1, n_steps), "lr": scheduler.get_last_lr()[0],
+                "seconds": seconds, "samples_per_s": seen * acc.num_processes / max(seconds, 1e-9),
+                "skipped_steps": state["skipped"]}
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).all().float().reshape(1)
@@ -287,7 +370,7 @@ class Trainer:
             finite = self.accelerator.reduce(finite, reduction="min")
         return bool(finite.item())
 
-    def _evaluate(self, model: nn.Module, loader: DataLoader) -> dict:
+    def _evaluate(self, model: nn.Module, loader: DataLoader | None) -> dict:
         model.eval()
         with torch.no_grad(), self.accelerator.autocast():
             if self.evaluate_fn is not None:

@@ -1,6 +1,16 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
 from .baselines import popularity, random_tables
+from .config import (
+    ALSConfig,
+    BPRConfig,
+    EvaluateConfig,
+    FactorizationConfig,
+    InteractionColumns,
+    LMFConfig,
+    RecommendConfig,
+    WarmStartConfig,
+)
 from .content import ContentMapper, embed_texts
 from .data import Interactions, Split, confidence, leave_k_out, random_split, split_by_time
 from .metrics import (
@@ -28,11 +38,19 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ALSConfig",
+    "BPRConfig",
     "ContentMapper",
     "EmbeddingModel",
     "EmbeddingTables",
+    "EvaluateConfig",
+    "FactorizationConfig",
+    "InteractionColumns",
     "Interactions",
+    "LMFConfig",
+    "RecommendConfig",
     "Split",
+    "WarmStartConfig",
     "align",
     "auc",
     "confidence",

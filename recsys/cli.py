@@ -1,123 +1,172 @@
-"""Recommendation: pretrain, warm-start, recommend, evaluate and push embedding tables."""
+"""Recommendation: pretrain, warm-start, recommend, evaluate and push embedding tables.
+
+Every option is a dataclass field: the files a verb reads and writes (``PretrainArgs`` ...), and its
+settings from :mod:`transferkit.recsys.config` (``InteractionColumns``, the model configs,
+``WarmStartConfig``, ``RecommendConfig``, ``EvaluateConfig``), so the command line and the Python
+API never drift apart. ``push`` is the common verb: ``--model`` names the tables folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from transferkit.common.cli import print_json
+from transferkit.common.cli import add_dataclass_arguments, add_verb, dataclass_from_args, print_json
+
+from .config import (
+    MODEL_CONFIGS,
+    EvaluateConfig,
+    FactorizationConfig,
+    InteractionColumns,
+    RecommendConfig,
+    WarmStartConfig,
+)
+from .data import Interactions
+from .metrics import evaluate
+from .pretrain import pretrain
+from .tables import EmbeddingTables
+from .transfer import warm_start
+
+DATA_HELP = "Interactions: CSV or parquet, one event per row."
+TABLES_HELP = "Folder written by pretrain or warm-start."
 
 
-def _data_args(parser: argparse.ArgumentParser, flag: str = "--data", required: bool = True) -> None:
-    parser.add_argument(flag, required=required, help="interactions: CSV or parquet, one event per row")
-    parser.add_argument("--user", default="user", help="user id column")
-    parser.add_argument("--item", default="item", help="item id column")
-    parser.add_argument("--weight", help="weight column (counts, ratings); 1 per row when absent")
-    parser.add_argument("--time", help="timestamp column")
+# -- what each verb reads and writes (its settings are the configs of transferkit.recsys.config) ----
+@dataclass
+class PretrainArgs:
+    data: str = field(metadata={"help": DATA_HELP})
+    out: str = field(metadata={"help": "Folder for tables.safetensors, tables.json, config.json, README.md."})
+    model: str = field(default="als", metadata={"help": f"Which implicit model: {', '.join(MODEL_CONFIGS)}."})
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_CONFIGS:
+            raise ValueError(f"model must be one of {', '.join(MODEL_CONFIGS)}, got {self.model!r}")
 
 
-def _load(args: argparse.Namespace, path: str):
-    from .data import Interactions
+@dataclass
+class WarmStartArgs:
+    tables: str = field(metadata={"help": "Folder written by pretrain."})
+    data: str = field(metadata={"help": "New-period interactions: CSV or parquet, one event per row."})
+    out: str = field(metadata={"help": "Folder for the new tables."})
 
-    return Interactions.from_frame(path, user=args.user, item=args.item, weight=args.weight, time=args.time)
+
+@dataclass
+class RecommendArgs:
+    tables: str = field(metadata={"help": TABLES_HELP})
+    users: list[str] = field(metadata={"help": "User ids (read as strings unless --int-ids)."})
+    history: str | None = field(default=None, metadata={
+        "help": "The users' events (same columns as at pretraining), for filtering and cold start."})
+    int_ids: bool = field(default=False, metadata={"help": "User ids are integers."})
+
+
+@dataclass
+class PushTablesArgs:
+    tables: str = field(metadata={"help": TABLES_HELP})
+    repo_id: str = field(metadata={"help": "Hub repository, e.g. me/my-tables."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+
+@dataclass
+class EvaluateArgs:
+    tables: str = field(metadata={"help": TABLES_HELP})
+    train: str = field(metadata={"help": "The events the tables were trained on (filtered, folded in for cold users)."})
+    test: str = field(metadata={"help": "Held-out events (same columns as --train)."})
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
+    pre = add_verb(verbs, "pretrain", _pretrain, "factorise interactions with implicit and save the tables",
+                   PretrainArgs, InteractionColumns)
+    _add_model_arguments(pre)
+    warm = add_verb(verbs, "warm-start", _warm, "continue pretrained tables on new-period interactions",
+                    WarmStartArgs, InteractionColumns, WarmStartConfig)
+    for verb in (pre, warm):  # the flag's name before it became the num_threads field; still accepted
+        verb.add_argument("--threads", dest="num_threads", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    rec = add_verb(verbs, "recommend", _recommend, "top-N items for users, as JSON",
+                   RecommendArgs, InteractionColumns, RecommendConfig)
+    rec.add_argument("-n", dest="n", type=int, default=argparse.SUPPRESS, help="Same as --n.")
+    add_verb(verbs, "evaluate", _evaluate, "NDCG, recall, precision, MAP, coverage @k on held-out events",
+             EvaluateArgs, InteractionColumns, EvaluateConfig)
+    add_verb(verbs, "push", _push, "upload a tables folder (with its model card) to the Hugging Face Hub", PushTablesArgs)
 
-    pre = verbs.add_parser("pretrain", help="factorise interactions with implicit and save the tables")
-    _data_args(pre)
-    pre.add_argument("--model", default="als", choices=["als", "bpr", "lmf"])
-    pre.add_argument("--factors", type=int, default=64)
-    pre.add_argument("--iterations", type=int, default=15)
-    pre.add_argument("--regularization", type=float)
-    pre.add_argument("--alpha", type=float, help="ALS confidence scale")
-    pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--threads", type=int, default=0, help="implicit threads (0 = all cores)")
-    pre.add_argument("--out", required=True, help="folder for tables.safetensors, tables.json, README.md")
-    pre.set_defaults(func=_pretrain)
 
-    warm = verbs.add_parser("warm-start", help="continue pretrained tables on new-period interactions")
-    warm.add_argument("--tables", required=True, help="folder written by pretrain")
-    _data_args(warm)
-    warm.add_argument("--iterations", type=int, default=5)
-    warm.add_argument("--threads", type=int, default=0)
-    warm.add_argument("--out", required=True)
-    warm.set_defaults(func=_warm)
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
-    rec = verbs.add_parser("recommend", help="top-N items for users, as JSON")
-    rec.add_argument("--tables", required=True)
-    rec.add_argument("--users", nargs="+", required=True, help="user ids (read as strings unless --int-ids)")
-    rec.add_argument("--int-ids", action="store_true", help="user ids are integers")
-    rec.add_argument("-n", "--n", type=int, default=10)
-    _data_args(rec, "--history", required=False)
-    rec.add_argument("--cold-start", action="store_true", help="fold in / popularity for unknown users")
-    rec.set_defaults(func=_recommend)
 
-    ev = verbs.add_parser("evaluate", help="NDCG, recall, precision, MAP, coverage @k on held-out events")
-    ev.add_argument("--tables", required=True)
-    _data_args(ev, "--train")
-    ev.add_argument("--test", required=True, help="held-out events (same columns as --train)")
-    ev.add_argument("--k", type=int, default=10)
-    ev.add_argument("--positive-threshold", type=float, default=0.0, help="relevant when weight >= this")
-    ev.add_argument("--no-filter-seen", action="store_true")
-    ev.set_defaults(func=_evaluate)
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared fields once, then each model's own; a field several models have (regularization)
+    is one flag, and a flag not given takes the chosen model's default (listed below the options)."""
+    add_dataclass_arguments(parser, FactorizationConfig)
+    shared = set(_field_names(FactorizationConfig))
+    seen = set(shared)
+    for cls in MODEL_CONFIGS.values():
+        add_dataclass_arguments(parser, cls, skip=seen)
+        seen.update(_field_names(cls))
+    lines = [f"  {model}: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cls()).items() if k not in shared)
+             for model, cls in MODEL_CONFIGS.items()]
+    parser.epilog = "defaults of the model settings, per --model:\n" + "\n".join(lines)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
-    push = verbs.add_parser("push", help="upload a tables folder (with its model card) to the Hugging Face Hub")
-    push.add_argument("--tables", required=True)
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(func=_push)
 
-    demo = verbs.add_parser("demo", help="the four transfer modes on built-in synthetic data")
-    demo.add_argument("--out", default="demo-output/recsys")
-    demo.add_argument("--quick", action="store_true")
-    demo.set_defaults(func=_demo)
+def _model_config(args: argparse.Namespace) -> FactorizationConfig:
+    model = dataclass_from_args(PretrainArgs, args).model
+    cls = MODEL_CONFIGS[model]
+    stray = [name for other in MODEL_CONFIGS.values() for name in _field_names(other)
+             if name in vars(args) and name not in _field_names(cls)]
+    if stray:
+        flags = ", ".join(sorted({"--" + name.replace("_", "-") for name in stray}))
+        raise ValueError(f"{flags}: not a setting of --model {model} (its settings: {_field_names(cls)})")
+    return dataclass_from_args(cls, args)
+
+
+def _read(path: str, args: argparse.Namespace) -> Interactions:
+    return Interactions.from_frame(path, **dataclasses.asdict(dataclass_from_args(InteractionColumns, args)))
+
+
+def _save(tables: EmbeddingTables, io: PretrainArgs | WarmStartArgs, args: argparse.Namespace,
+          config: FactorizationConfig | WarmStartConfig) -> None:
+    """Tables, model card and the resolved settings (``config.json``) in ``io.out``."""
+    tables.save(io.out)
+    tables.write_card(io.out)
+    resolved = {"config": type(config).__name__, **dataclasses.asdict(config),
+                "columns": dataclasses.asdict(dataclass_from_args(InteractionColumns, args)), **dataclasses.asdict(io)}
+    (Path(io.out) / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    print_json({"tables": io.out, "users": len(tables.user_ids), "items": len(tables.item_ids)})
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain
-
-    hp = {k: v for k, v in (("regularization", args.regularization), ("alpha", args.alpha)) if v is not None}
-    tables = pretrain(_load(args, args.data), model=args.model, factors=args.factors, iterations=args.iterations,
-                      seed=args.seed, num_threads=args.threads, show_progress=True, **hp)
-    tables.save(args.out)
-    tables.write_card(args.out)
-    print_json({"tables": args.out, "users": len(tables.user_ids), "items": len(tables.item_ids)})
+    io, config = dataclass_from_args(PretrainArgs, args), _model_config(args)
+    _save(pretrain(_read(io.data, args), config=config, show_progress=True), io, args, config)
     return 0
 
 
 def _warm(args: argparse.Namespace) -> int:
-    from .tables import EmbeddingTables
-    from .transfer import warm_start
-
-    tables = warm_start(EmbeddingTables.load(args.tables), _load(args, args.data), iterations=args.iterations,
-                        num_threads=args.threads)
-    tables.save(args.out)
-    tables.write_card(args.out)
-    print_json({"tables": args.out, "users": len(tables.user_ids), "items": len(tables.item_ids)})
+    io, config = dataclass_from_args(WarmStartArgs, args), dataclass_from_args(WarmStartConfig, args)
+    _save(warm_start(EmbeddingTables.load(io.tables), _read(io.data, args), config=config), io, args, config)
     return 0
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .tables import EmbeddingTables
-
-    tables = EmbeddingTables.load(args.tables)
-    users = [int(u) for u in args.users] if args.int_ids else args.users
-    history = _load(args, args.history) if args.history else None
-    ids, scores = tables.recommend(users, N=args.n, filter_seen=history is not None, history=history,
-                                   unknown="cold_start" if args.cold_start else "error")
+    io, config = dataclass_from_args(RecommendArgs, args), dataclass_from_args(RecommendConfig, args)
+    users = [int(u) for u in io.users] if io.int_ids else io.users
+    history = _read(io.history, args) if io.history else None
+    ids, scores = EmbeddingTables.load(io.tables).recommend(
+        users, N=config.n, filter_seen=config.filter_seen and history is not None, history=history,
+        unknown="cold_start" if config.cold_start else "error",
+    )
     print_json({str(u): [{"item": i, "score": float(s)} for i, s in zip(row, srow) if i is not None]
                 for u, row, srow in zip(users, ids, scores)})
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .metrics import evaluate
-    from .tables import EmbeddingTables
-
-    result = evaluate(EmbeddingTables.load(args.tables), _load(args, args.train), _load(args, args.test),
-                      k=args.k, positive_threshold=args.positive_threshold, filter_seen=not args.no_filter_seen,
-                      unknown="cold_start", split={"split": "given (--train/--test)"})
+    io, config = dataclass_from_args(EvaluateArgs, args), dataclass_from_args(EvaluateConfig, args)
+    result = evaluate(EmbeddingTables.load(io.tables), _read(io.train, args), _read(io.test, args),
+                      **dataclasses.asdict(config), unknown="cold_start", split={"split": "given (--train/--test)"})
     print_json(result)
     return 0
 
@@ -125,12 +174,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from transferkit.common.hub import push_to_hub
 
-    print_json({"url": push_to_hub(args.tables, args.repo_id, private=args.private)})
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    print(run_demo(args.out, quick=args.quick))
+    io = dataclass_from_args(PushTablesArgs, args)
+    print_json({"url": push_to_hub(io.tables, io.repo_id, private=io.private)})
     return 0

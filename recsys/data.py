@@ -80,8 +80,29 @@ def _read_source(source: Any) -> pd.DataFrame:
     )
 
 
+def id_index(ids: Sequence) -> dict:
+    """id -> its position in ``ids``."""
+    return {value: i for i, value in enumerate(ids)}
+
+
+class IdSpaces:
+    """Sizes and id -> position maps of the two id spaces, for a class that holds ``user_ids`` and ``item_ids``."""
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    # id -> position: the row of a table; the row (user) or column (item) of ``Interactions.matrix``
+    user_index = cached_property(lambda self: id_index(self.user_ids))
+    item_index = cached_property(lambda self: id_index(self.item_ids))
+
+
 @dataclass(eq=False)
-class Interactions:
+class Interactions(IdSpaces):
     """User-item events with the ids kept as given; ``matrix`` is users x items CSR (never transposed).
 
     Rows index ``user_ids`` and columns index ``item_ids``. Build it with :meth:`from_frame`, which
@@ -196,14 +217,6 @@ class Interactions:
     def __repr__(self) -> str:
         return f"Interactions({self.n_users} users x {self.n_items} items, {len(self)} pairs)"
 
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
     @cached_property
     def matrix(self) -> sp.csr_matrix:
         """users x items CSR of summed weights (float32)."""
@@ -212,14 +225,6 @@ class Interactions:
         )
         m.sort_indices()
         return m
-
-    @cached_property
-    def user_index(self) -> dict:
-        return {u: i for i, u in enumerate(self.user_ids)}
-
-    @cached_property
-    def item_index(self) -> dict:
-        return {it: i for i, it in enumerate(self.item_ids)}
 
     def user_counts(self) -> np.ndarray:
         """Number of distinct items per user (0 for users present only in the id map)."""

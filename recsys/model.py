@@ -108,7 +108,8 @@ class EmbeddingModel(nn.Module):
 
         Args:
             train: positive events, in this model's id spaces (rows = ``user_ids``).
-            config: a ``TrainConfig``; default: 5 epochs, batch 1024, lr 0.01, no weight decay.
+            config: a ``TrainConfig`` (its loop settings: epochs, batch_size, lr, ...); default:
+                5 epochs, batch 1024, lr 0.01, no weight decay or warmup, no progress bar.
             loss: ``"bpr"`` (one uniform negative per positive; Rendle et al. 2009) or
                 ``"softmax"`` (in-batch sampled softmax with log-Q popularity correction,
                 Yi et al. 2019).
@@ -157,8 +158,9 @@ class EmbeddingModel(nn.Module):
             tables = getattr(model, "module", model).to_tables(history=train)  # unwrap DDP
             return {f"ndcg@{k}": evaluate(tables, train, test, k=k, unknown="cold_start")[f"ndcg@{k}"]}
 
+        # with no eval data the Trainer calls evaluate_fn(model, None) once per epoch: it ranks
+        # against ``test`` directly and the best epoch is kept on ndcg@k
         trainer = Trainer(self, config, compute_loss=compute_loss,
                           evaluate=evaluate_fn if test is not None else None,
                           run_info={"recsys_loss": loss, "freeze_items": freeze_items})
-        # evaluation ranks against ``test`` directly; the loader only triggers it once per epoch
-        return trainer.fit(dataset, eval_dataset=[0] if test is not None else None)
+        return trainer.fit(dataset)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .config import MODEL_CONFIGS, FactorizationConfig, model_config, reject_mixed
 from .data import Interactions
 from .tables import BIAS_COLUMNS, EmbeddingTables
 
@@ -16,35 +18,24 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODELS", "fit_tables", "pretrain"]
 
-MODELS = ("als", "bpr", "lmf")
-# implicit's own defaults, except iterations for BPR/LMF (its 100/30 epochs are tuned for big data)
-_DEFAULTS = {
-    "als": {"regularization": 0.01, "alpha": 1.0},
-    "bpr": {"regularization": 0.01, "learning_rate": 0.01},
-    "lmf": {"regularization": 0.6, "learning_rate": 1.0},
-}
+MODELS = tuple(MODEL_CONFIGS)
 
 # called after each iteration with (iteration, training seconds so far, current tables)
 IterationCallback = Callable[[int, float, EmbeddingTables], None]
 
 
-def _build(model: str, factors: int, iterations: int, seed: int, num_threads: int, use_gpu: bool, hp: dict):
+def _build(config: FactorizationConfig, use_gpu: bool, hp: dict):
     import implicit
 
-    if model == "als":
-        return implicit.als.AlternatingLeastSquares(
-            factors=factors, iterations=iterations, random_state=seed, num_threads=num_threads,
-            use_gpu=use_gpu, **hp,
-        )
-    if model == "bpr":
+    shared = {"factors": config.factors, "iterations": config.iterations, "random_state": config.seed,
+              "num_threads": config.num_threads, **hp}
+    if config.model == "als":
+        return implicit.als.AlternatingLeastSquares(use_gpu=use_gpu, **shared)
+    if config.model == "bpr":
         # BPR on the GPU pads the factor width to the warp size, which would move the bias column;
         # it stays on the CPU so the tables keep implicit's CPU layout.
-        return implicit.cpu.bpr.BayesianPersonalizedRanking(
-            factors=factors, iterations=iterations, random_state=seed, num_threads=num_threads, **hp
-        )
-    return implicit.cpu.lmf.LogisticMatrixFactorization(
-        factors=factors, iterations=iterations, random_state=seed, num_threads=num_threads, **hp
-    )
+        return implicit.cpu.bpr.BayesianPersonalizedRanking(**shared)
+    return implicit.cpu.lmf.LogisticMatrixFactorization(**shared)
 
 
 def _to_numpy(factors) -> np.ndarray:
@@ -53,48 +44,46 @@ def _to_numpy(factors) -> np.ndarray:
 
 def fit_tables(
     interactions: Interactions,
-    model: str = "als",
-    factors: int = 64,
-    iterations: int = 15,
-    seed: int = 0,
-    num_threads: int = 0,
-    use_gpu: bool | None = None,
+    config: FactorizationConfig,
     init: EmbeddingTables | None = None,
     keep_empty_rows: bool = True,
     callback: IterationCallback | None = None,
     show_progress: bool = False,
-    **hyperparameters: float,
+    **extra: Any,
 ) -> EmbeddingTables:
-    """Train implicit's ``model`` on ``interactions`` and return tables in the same id spaces.
+    """Train implicit's ``config.model`` on ``interactions`` and return tables in the same id spaces.
 
     With ``init`` (tables already aligned to ``interactions``' ids, e.g. from
     :func:`transferkit.recsys.transfer.align`), training continues from those factors instead of a
     random start - implicit only initialises factors that are unset. With ``keep_empty_rows``, users
     and items that have no events in ``interactions`` get their ``init`` rows back afterwards:
-    ALS would otherwise solve them to zero and forget what the pretrained tables knew.
+    ALS would otherwise solve them to zero and forget what the pretrained tables knew. ``extra``:
+    further arguments of implicit's model (``use_cg``, ``neg_prop``, ...), recorded with the rest.
     """
+    model = getattr(config, "model", None)
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}: use one of {MODELS}")
+        raise ValueError(f"config must be an ALSConfig, BPRConfig or LMFConfig, got {type(config).__name__}")
     if len(interactions) == 0:
         raise ValueError("no interactions to train on")
-    hp = {**_DEFAULTS[model], **hyperparameters}
+    hp = {**config.hyperparameters(), **extra}
     matrix = interactions.matrix
+    use_gpu = getattr(config, "use_gpu", False)
     if use_gpu is None:
         import implicit.gpu
 
-        use_gpu = bool(implicit.gpu.HAS_CUDA) and model == "als"
+        use_gpu = bool(implicit.gpu.HAS_CUDA)
     empty_users = interactions.user_counts() == 0
     if empty_users.any() and init is None:
         log.warning("%d users have no interactions: their rows carry no signal", int(empty_users.sum()))
     # implicit runs its own threads; BLAS threads on top of them oversubscribe the cores
     with threadpool_limits(limits=1, user_api="blas"):
-        est = _build(model, factors, iterations, seed, num_threads, use_gpu, hp)
+        est = _build(config, use_gpu, hp)
         if init is not None:
             _set_init(est, init, model, interactions, use_gpu)
         clock = {"train": 0.0, "last": time.perf_counter()}
 
         def snapshot(done: int) -> EmbeddingTables:
-            tables = _tables(est, model, interactions, hp, done, seed=seed)
+            tables = _tables(est, model, interactions, hp, done, seed=config.seed)
             tables.meta["train_seconds"] = round(clock["train"], 4)
             if init is not None:
                 # rows without new events keep the pretrained rows, and with them their counts
@@ -114,7 +103,7 @@ def fit_tables(
             clock["last"] = time.perf_counter()
 
         est.fit(matrix, show_progress=show_progress, callback=on_iteration)
-    return snapshot(iterations)
+    return snapshot(config.iterations)
 
 
 def _set_init(est, init: EmbeddingTables, model: str, interactions: Interactions, use_gpu: bool) -> None:
@@ -167,7 +156,8 @@ def pretrain(
     use_gpu: bool | None = None,
     callback: IterationCallback | None = None,
     show_progress: bool = False,
-    **hyperparameters: float,
+    config: FactorizationConfig | None = None,
+    **hyperparameters: Any,
 ) -> EmbeddingTables:
     """Factorise ``interactions`` with implicit and return the learned :class:`EmbeddingTables`.
 
@@ -180,17 +170,27 @@ def pretrain(
         num_threads: implicit's threads (0 = all cores); BLAS is held at 1 thread meanwhile.
         use_gpu: ALS on the GPU when CUDA is present (default); BPR and LMF run on the CPU.
         callback: ``fn(iteration, train_seconds, tables)`` after every iteration.
-        **hyperparameters: ``regularization``, ``alpha`` (ALS), ``learning_rate`` (BPR/LMF), ...
+        config: the settings as one :class:`ALSConfig`, :class:`BPRConfig` or :class:`LMFConfig`,
+            instead of ``model`` ... ``use_gpu`` and ``hyperparameters`` (not together with them).
+        **hyperparameters: ``regularization``, ``alpha`` (ALS), ``learning_rate`` (BPR/LMF), and any
+            other argument of implicit's model; unset ones take the model config's defaults.
 
     Example:
-        >>> from transferkit.recsys import Interactions, pretrain
+        >>> from transferkit.recsys import ALSConfig, Interactions, pretrain
         >>> inter = Interactions.from_arrays(["a", "a", "b"], ["x", "y", "x"])
         >>> tables = pretrain(inter, factors=2, iterations=3, num_threads=1)
         >>> tables.user_factors.shape, tables.item_ids
         ((2, 2), ['x', 'y'])
+        >>> same = pretrain(inter, config=ALSConfig(factors=2, iterations=3, num_threads=1))
+        >>> bool((same.user_factors == tables.user_factors).all())
+        True
     """
-    return fit_tables(
-        interactions, model=model, factors=factors, iterations=iterations, seed=seed,
-        num_threads=num_threads, use_gpu=use_gpu, callback=callback, show_progress=show_progress,
-        **hyperparameters,
-    )
+    settings = {"factors": factors, "iterations": iterations, "seed": seed, "num_threads": num_threads,
+                **hyperparameters}
+    reject_mixed(pretrain, config, model=model, use_gpu=use_gpu, **settings)
+    extra = {}
+    if config is None:
+        if model == "als":
+            settings["use_gpu"] = use_gpu  # BPR and LMF always run on the CPU
+        config, extra = model_config(model, **settings)
+    return fit_tables(interactions, config, callback=callback, show_progress=show_progress, **extra)

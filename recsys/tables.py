@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from .data import Interactions, _plain
+from .data import IdSpaces, Interactions, _plain
 from .foldin import solve_rows
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def _check_ids(ids: Sequence, name: str) -> list:
 
 
 @dataclass(eq=False)
-class EmbeddingTables:
+class EmbeddingTables(IdSpaces):
     """User and item factor tables, their ids, and how they were trained.
 
     ``score(u, i) = user_factors[u] . item_factors[i]`` for every model kind; BPR and LMF tables carry
@@ -104,14 +103,6 @@ class EmbeddingTables:
     def factors(self) -> int:
         """Latent dimension without the bias columns."""
         return self.user_factors.shape[1] - _EXTRA[self.model]
-
-    @cached_property
-    def user_index(self) -> dict:
-        return {u: i for i, u in enumerate(self.user_ids)}
-
-    @cached_property
-    def item_index(self) -> dict:
-        return {it: i for i, it in enumerate(self.item_ids)}
 
     def _rows(self, ids: Iterable, index: dict, kind: str, unknown: str) -> np.ndarray:
         rows = np.array([index.get(_plain(i), -1) for i in ids], dtype=np.int64)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
-from .data import Interactions
+from .config import WarmStartConfig, model_config, reject_mixed
+from .data import Interactions, id_index
 from .foldin import solve_rows
 from .pretrain import IterationCallback, fit_tables
 from .tables import BIAS_COLUMNS, EmbeddingTables
@@ -19,8 +21,7 @@ __all__ = ["align", "cross_domain", "fold_in_users", "reindex", "warm_start"]
 
 def reindex(inter: Interactions, user_ids: list, item_ids: list) -> Interactions:
     """``inter`` in the given id spaces (which must contain all of its ids); rows/columns move, data stays."""
-    u_index = {u: i for i, u in enumerate(user_ids)}
-    i_index = {it: i for i, it in enumerate(item_ids)}
+    u_index, i_index = id_index(user_ids), id_index(item_ids)
     try:
         u_map = np.array([u_index[u] for u in inter.user_ids], dtype=np.int32)
         i_map = np.array([i_index[it] for it in inter.item_ids], dtype=np.int32)
@@ -144,7 +145,8 @@ def warm_start(
     seed: int = 0,
     num_threads: int = 0,
     callback: IterationCallback | None = None,
-    **hyperparameters: float,
+    config: WarmStartConfig | None = None,
+    **hyperparameters: Any,
 ) -> EmbeddingTables:
     """Continue training ``tables`` on new-period ``interactions`` (new users and items included).
 
@@ -152,6 +154,7 @@ def warm_start(
     for ``iterations``. Users and items without events in ``interactions`` keep their pretrained
     rows. Hyperparameters default to those the tables were trained with. The returned tables'
     ``history`` is ``interactions``: pass ``history=`` to ``recommend`` to also filter older events.
+    ``config`` (a :class:`WarmStartConfig`) may carry ``iterations`` ... ``num_threads`` instead.
 
     Example:
         >>> from transferkit.recsys import Interactions, pretrain, warm_start
@@ -160,23 +163,15 @@ def warm_start(
         >>> new.user_ids, new.item_ids
         (['a', 'b', 'c'], ['x', 'y', 'z'])
     """
-    start = time.perf_counter()
-    aligned, inter = align(tables, interactions, keep_old=keep_old)
-    aligned.meta["align_seconds"] = round(time.perf_counter() - start, 4)
-    aligned.meta["transfer"] = "warm_start"
-    return _continue(aligned, inter, tables, iterations, seed, num_threads, callback, hyperparameters)
+    keywords = {"iterations": iterations, "keep_old": keep_old, "seed": seed, "num_threads": num_threads}
+    reject_mixed(warm_start, config, **keywords)
+    return _transfer(tables, interactions, "warm_start", WarmStartConfig(**keywords) if config is None else config,
+                     callback, hyperparameters)
 
 
-def cross_domain(
-    source: EmbeddingTables,
-    target: Interactions,
-    iterations: int = 0,
-    keep_source_users: bool = True,
-    seed: int = 0,
-    num_threads: int = 0,
-    callback: IterationCallback | None = None,
-    **hyperparameters: float,
-) -> EmbeddingTables:
+def cross_domain(source: EmbeddingTables, target: Interactions, iterations: int = 0, keep_source_users: bool = True,
+                 seed: int = 0, num_threads: int = 0, callback: IterationCallback | None = None,
+                 **hyperparameters: Any) -> EmbeddingTables:
     """Tables for a target domain that shares users with ``source``.
 
     Target items are solved by least squares against the source user factors of the users they share;
@@ -186,30 +181,30 @@ def cross_domain(
     ``keep_source_users`` the source users without target events stay in the table, so they get
     target recommendations from their source behaviour alone.
     """
-    aligned, inter = align(source, target, reuse_items=False, keep_old=keep_source_users)
-    aligned.meta["transfer"] = "cross_domain"
-    if iterations == 0:
-        aligned.meta["iterations"] = 0
-        return aligned
-    return _continue(aligned, inter, source, iterations, seed, num_threads, callback, hyperparameters)
+    config = WarmStartConfig(iterations=iterations, keep_old=keep_source_users, seed=seed, num_threads=num_threads)
+    return _transfer(source, target, "cross_domain", config, callback, hyperparameters)
 
 
-def _continue(aligned, inter, tables, iterations, seed, num_threads, callback, hyperparameters):
-    keys = ("regularization", "alpha", "learning_rate")
-    hp = {k: tables.meta[k] for k in keys if k in tables.meta}
+def _transfer(tables: EmbeddingTables, interactions: Interactions, mode: str, config: WarmStartConfig,
+              callback: IterationCallback | None, hyperparameters: dict) -> EmbeddingTables:
+    """Align ``tables`` to ``interactions`` (a target domain re-solves every item), then train on."""
+    start = time.perf_counter()
+    aligned, inter = align(tables, interactions, reuse_items=mode != "cross_domain", keep_old=config.keep_old)
+    aligned.meta["align_seconds"] = round(time.perf_counter() - start, 4)
+    aligned.meta["transfer"] = mode
+    hp = {k: tables.meta[k] for k in ("regularization", "alpha", "learning_rate") if k in tables.meta}
     hp.update(hyperparameters)
     factors = hp.pop("factors", tables.factors)
     if factors != tables.factors:
         raise ValueError(f"factors={factors} but the pretrained tables have {tables.factors}: they must match")
-    if iterations == 0:
+    if config.iterations == 0:
+        aligned.meta["iterations"] = 0
         return aligned
-    trained = fit_tables(
-        inter, model=tables.model, factors=tables.factors, iterations=iterations, seed=seed,
-        num_threads=num_threads, init=aligned, callback=callback, **hp,
-    )
+    model_cfg, extra = model_config(tables.model, factors=tables.factors, iterations=config.iterations,
+                                    seed=config.seed, num_threads=config.num_threads, **hp)
+    trained = fit_tables(inter, model_cfg, init=aligned, callback=callback, **extra)
     for key in ("align_seconds", "transfer"):
-        if key in aligned.meta:
-            trained.meta[key] = aligned.meta[key]
+        trained.meta[key] = aligned.meta[key]
     return trained
 
 
@@ -226,7 +221,7 @@ def fold_in_users(tables: EmbeddingTables, history: Interactions, refresh: bool 
         [tables.user_factors, np.zeros((len(user_ids) - len(tables.user_ids), solved.shape[1]), np.float32)]
     )
     counts = np.concatenate([tables.user_counts, np.zeros(len(uf) - len(tables.user_counts), np.int64)])
-    index = {u: i for i, u in enumerate(user_ids)}
+    index = id_index(user_ids)
     hist_counts = history.user_counts()
     for row, user in enumerate(history.user_ids):
         target = index[user]

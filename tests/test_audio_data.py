@@ -232,7 +232,7 @@ def test_wer_cer_and_streaming():
     assert res["wer"] == pytest.approx(1 / 3)
 
 
-# ---------------------------------------------------------------------------- reference + synthesis
+# ---------------------------------------------------------------------------- reference
 def test_mfcc_logistic_regression_separates_two_tones():
     rng = np.random.default_rng(0)
     waves = [tone(0.3, freq=f) + 0.01 * rng.standard_normal(4800).astype(np.float32) for f in [300] * 5 + [1200] * 5]
@@ -241,15 +241,3 @@ def test_mfcc_logistic_regression_separates_two_tones():
     clf = MfccLogReg().fit(waves, labels)
     assert clf.predict([tone(0.3, freq=310), tone(0.3, freq=1150)]) == ["low", "high"]
 
-
-def test_espeak_synthesis_speaks_words():
-    pytest.importorskip("espeakng_loader")
-    from transferkit.audio.synth import Voice, english_voices, synthesize
-
-    voices = english_voices(limit=3)
-    assert len(voices) == 3
-    clips = synthesize(["seven", "one two three"], [Voice(voices[0]), Voice(voices[1], rate=200, pitch=70)])
-    assert 0.2 < len(clips[0]) / SR < 1.2 and len(clips[1]) > len(clips[0])
-    assert all(np.isfinite(c).all() and np.abs(c).max() > 0.05 for c in clips)
-    with pytest.raises(ValueError, match="voice"):
-        synthesize(["x"], [Voice("no-such-voice")])

@@ -194,7 +194,7 @@ def test_non_finite_ctc_loss_skips_the_step_and_leaves_weights_unchanged(w2v_dir
     data = _Transcribed(clips, [[0, 1] * 6] * 2)
     before = {n: p.detach().clone() for n, p in asr.model.named_parameters()}
     groups = [{"params": [p for p in asr.model.parameters() if p.requires_grad], "lr": 1e-2}]
-    trainer = Trainer(asr.model, TrainConfig(**cfg(tmp_path, batch_size=2, epochs=1)), compute_loss=asr._loss, param_groups=groups)
+    trainer = Trainer(asr.model, TrainConfig(**cfg(tmp_path, batch_size=2, epochs=1)), compute_loss=asr.ctc_loss, param_groups=groups)
     result = trainer.fit(data, collate_fn=asr._collator())
     assert result.skipped_steps == 1
     assert all(torch.equal(before[n], p) for n, p in asr.model.named_parameters())
@@ -205,7 +205,7 @@ def test_ctc_loss_stays_fp32_under_autocast(w2v_dir):
     asr = SpeechRecognizer.from_pretrained(w2v_dir, transcripts=texts)
     batch = asr._collator()([asr._dataset((waves, texts), training=True)[i] for i in range(2)])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = asr._loss(asr.model, batch)
+        loss = asr.ctc_loss(asr.model, batch)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
@@ -282,17 +282,3 @@ def test_cli_fit_evaluate_predict(w2v_dir, tmp_path, capsys):
     assert main(["audio", "predict", "--model", exported, clip]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["label"] in ("lo", "hi")
 
-
-# ---------------------------------------------------------------------------- demo
-def test_demo_runs_end_to_end_at_toy_size(tmp_path):
-    pytest.importorskip("espeakng_loader")
-    from transferkit.audio.demo import run_demo
-
-    table = run_demo(tmp_path, source_words=3, source_clips=24, source_epochs=1, kws_per_digit=1, ctc_train=8,
-                     test_clips=10, target_epochs=1, ctc_epochs=1)
-    assert table.count("| keyword spotting |") == 4 and table.count("| CTC transcription |") == 2
-    assert (tmp_path / "audio_transfer.png").exists() and (tmp_path / "audio_results.json").exists()
-    # The source model was saved in Hugging Face format and loads back through from_pretrained.
-    from transformers import AutoModelForAudioClassification
-
-    assert AutoModelForAudioClassification.from_pretrained(tmp_path / "source_encoder").config.num_labels == 3

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from transferkit.common import TrainConfig
+from transferkit.demos.recsys_world import checkerboard
 from transferkit.recsys import EmbeddingModel, Interactions, pretrain
-from transferkit.recsys.synthetic import checkerboard
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from transferkit.demos.recsys_world import checkerboard
 from transferkit.recsys import EmbeddingTables, Interactions, popularity, pretrain
 from transferkit.recsys.pretrain import MODELS
-from transferkit.recsys.synthetic import checkerboard
 
 SETTINGS = {
     "als": {"factors": 4, "iterations": 15},
@@ -188,7 +188,7 @@ def test_unknown_model_is_rejected(board):
         pretrain(board[0], model="svd")
 
 
-@pytest.mark.parametrize("module", ["data", "tables", "pretrain", "transfer", "content", "model", "synthetic"])
+@pytest.mark.parametrize("module", ["data", "tables", "pretrain", "transfer", "content", "model"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

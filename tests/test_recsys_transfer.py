@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from transferkit.demos.recsys_world import checkerboard, make_world
 from transferkit.recsys import (
     ContentMapper,
     Interactions,
@@ -13,7 +14,6 @@ from transferkit.recsys import (
     warm_start,
 )
 from transferkit.recsys.foldin import solve_rows
-from transferkit.recsys.synthetic import checkerboard, make_world
 
 EXACT = {"factors": 4, "regularization": 5.0, "alpha": 5.0, "use_cg": False, "num_threads": 1}
 
@@ -159,28 +159,6 @@ def test_content_mapper_bad_inputs(board):
         ContentMapper().predict(np.ones((1, 2)))
     with pytest.raises(ValueError, match="kind must be"):
         ContentMapper(kind="knn")
-
-
-def test_make_world_is_deterministic_and_has_newcomers():
-    a, b = make_world(n_users=40, n_items=30, seed=5), make_world(n_users=40, n_items=30, seed=5)
-    np.testing.assert_array_equal(a.period2.matrix.toarray(), b.period2.matrix.toarray())
-    assert set(a.new_users) <= set(a.period2.user_ids) and not set(a.new_users) & set(a.period1.user_ids)
-    assert a.period1.times.max() < 1.0 <= a.period2.times.min()
-    assert set(a.target.user_ids) <= set(a.period1.user_ids) and a.content.shape == (len(a.content_ids), 48)
-
-
-def test_demo_table_has_every_mode_and_writes_its_files(tmp_path):
-    from transferkit.recsys.demo import run_demo
-
-    table = run_demo(tmp_path, n_users=200, n_items=100, iterations=3, num_threads=1)
-    for mode in ("warm start", "cross-domain", "cold-start items", "fold-in of new users", "popularity"):
-        assert mode in table
-    assert (tmp_path / "recsys_warm_start.png").stat().st_size > 1000
-    import json
-
-    result = json.loads((tmp_path / "recsys_results.json").read_text())
-    assert result["filter_seen"] is True and result["seed"] == 0 and "positive_threshold" in result
-    assert all(0.0 <= r["ndcg"] <= 1.0 for r in result["rows"])
 
 
 def test_ridge_leave_one_out_shortcut_equals_refitting_without_each_item():

@@ -13,8 +13,8 @@ from transferkit.common import (
     list_strategies,
     load_encoder,
 )
-from transferkit.common.classification import classification_loss
-from transferkit.common.strategies import register_strategy
+from transferkit.common.classifier import classification_loss
+from transferkit.common.strategies import pop_strategy_settings, register_strategy
 
 
 def _model(vit_dir):
@@ -35,7 +35,7 @@ def _changed(before: dict, model) -> set[str]:
     return {k for k, v in before.items() if not torch.equal(v, after[k])}
 
 
-def _expected(model, strategy: str, cfg: TrainConfig) -> set[str]:
+def _expected(model, strategy: str, top_k_blocks: int) -> set[str]:
     enc_names = {f"encoder.{n}" for n, _ in model.encoder.named_parameters()}
     head = {"head.weight", "head.bias"}
     if strategy == "linear_probe":
@@ -45,7 +45,7 @@ def _expected(model, strategy: str, cfg: TrainConfig) -> set[str]:
     if strategy == "partial":
         blocks = model.encoder.blocks()
         assert [b.name for b in blocks][-1] == "top"
-        keep = blocks[-(cfg.top_k_blocks + 1):]  # the top norm counts with the last k layers
+        keep = blocks[-(top_k_blocks + 1):]  # the top norm counts with the last k layers
         return {f"encoder.module.{n}" for b in keep for n in b.params} | head
     if strategy == "lora":
         return {f"encoder.{n}" for n, _ in model.encoder.named_parameters() if "lora_" in n} | head
@@ -55,10 +55,10 @@ def _expected(model, strategy: str, cfg: TrainConfig) -> set[str]:
 @pytest.mark.parametrize("name", list_strategies())
 def test_exactly_the_intended_parameters_change(name, vit_dir, tmp_path):
     model = _model(vit_dir)
-    cfg = TrainConfig(strategy=name, top_k_blocks=1, lora_r=2)
-    groups = get_strategy(name).param_groups(model.encoder, model.head, cfg)
+    settings = {"partial": {"top_k_blocks": 1}, "lora": {"r": 2}}.get(name, {})
+    groups = get_strategy(name, **settings).param_groups(model.encoder, model.head, TrainConfig())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    expected = _expected(model, name, cfg)
+    expected = _expected(model, name, top_k_blocks=1)
     assert expected and expected <= set(before)
     # LoRA's B matrices start at zero, so after one step A is still untouched by design;
     # two parameters per adapted layer must move over two steps.
@@ -71,8 +71,8 @@ def test_exactly_the_intended_parameters_change(name, vit_dir, tmp_path):
 
 def test_llrd_rates_decay_layer_by_layer(vit_dir):
     model = _model(vit_dir)
-    cfg = TrainConfig(strategy="llrd", lr=1e-3, llrd_decay=0.5)
-    groups = get_strategy("llrd").param_groups(model.encoder, model.head, cfg)
+    cfg = TrainConfig(lr=1e-3)
+    groups = get_strategy("llrd", decay=0.5).param_groups(model.encoder, model.head, cfg)
     blocks = model.encoder.blocks()
     rates = {}
     for g in groups:
@@ -90,7 +90,7 @@ def test_lora_trains_under_five_percent(tmp_path):
 
     path = tiny_vit(tmp_path / "vit64", hidden=64, layers=4)
     model = ClassificationModel(load_encoder(str(path)), num_labels=10)
-    get_strategy("lora").param_groups(model.encoder, model.head, TrainConfig(lora_r=4))
+    get_strategy("lora", r=4).param_groups(model.encoder, model.head, TrainConfig())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     assert 0 < trainable / total < 0.05
@@ -120,10 +120,50 @@ def test_pinned_parameters_stay_frozen_under_every_strategy(name, vit_dir, tmp_p
     model = _model(vit_dir)
     stem = model.encoder.module.vit.embeddings
     model.encoder.pin_frozen(stem)
-    cfg = TrainConfig(strategy=name, top_k_blocks=4)
-    groups = get_strategy(name).param_groups(model.encoder, model.head, cfg)
+    groups = get_strategy(name, **({"top_k_blocks": 4} if name == "partial" else {})).param_groups(
+        model.encoder, model.head, TrainConfig())
     grouped = {id(p) for g in groups for p in g["params"]}
     assert not any(id(p) in grouped or p.requires_grad for p in stem.parameters())
     before = {k: v.clone() for k, v in stem.state_dict().items()}
     _one_step(model, groups, tmp_path)
     assert all(torch.equal(v, stem.state_dict()[k]) for k, v in before.items())
+
+
+def test_strategy_settings_are_validated_by_their_own_config():
+    with pytest.raises(ValueError, match="r must be at least 1"):
+        get_strategy("lora", r=0)
+    with pytest.raises(ValueError, match="decay must be in"):
+        get_strategy("llrd", decay=1.5)
+    with pytest.raises(TypeError):
+        get_strategy("partial", rank=3)  # no such setting
+
+
+def test_fit_keywords_reach_the_strategy_by_prefix_or_bare_name():
+    lpft = get_strategy("lp_ft")
+    options = {"probe_epochs": 7, "lp_ft_feature_cache": "/tmp/x", "lora_r": 4, "epochs": 3}
+    assert pop_strategy_settings(lpft, options) == {"probe_epochs": 7, "feature_cache": "/tmp/x"}
+    # a setting of another strategy is dropped (with a warning); loop settings stay for TrainConfig
+    assert options == {"epochs": 3}
+    lora = get_strategy("lora", **pop_strategy_settings(get_strategy("lora"), {"lora_r": 4, "lora_alpha": 8}))
+    assert (lora.config.r, lora.config.alpha) == (4, 8)
+
+
+def test_lp_ft_probe_stage_runs_its_own_epochs():
+    probe, finetune = get_strategy("lp_ft", probe_epochs=7).stages()
+    assert probe.name == "linear_probe" and finetune.name == "finetune"
+    assert probe.stage_config(TrainConfig(epochs=2)).epochs == 7
+    assert finetune.stage_config(TrainConfig(epochs=2)).epochs == 2
+
+
+def test_legacy_trainconfig_strategy_fields_still_work(vit_dir, images, tmp_path):
+    from transferkit.vision import ImageClassifier
+
+    with pytest.warns(DeprecationWarning):
+        cfg = TrainConfig(output_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, plot=False,
+                          save_checkpoints=False, lora_r=2, strategy="lora")
+    assert cfg.replace(epochs=1).legacy["lora_r"] == 2
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="lora")
+    clf.fit(images, config=cfg)
+    assert clf.strategy.config.r == 2
+    adapters = [m for m in clf.encoder.modules() if hasattr(m, "lora_A")]
+    assert adapters and all(m.lora_A["default"].weight.shape[0] == 2 for m in adapters)

@@ -15,7 +15,7 @@ from transferkit.common import (
     load_encoder,
     resolve_mixed_precision,
 )
-from transferkit.common.classification import evaluate_classification
+from transferkit.common.classifier import evaluate_classification
 from transferkit.common.precision import cpu_has_native_bf16
 from transferkit.common.trainer import warmup_cosine
 

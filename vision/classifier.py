@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.common import TrainConfig, load_encoder
-from transferkit.common.classifier import TransferClassifier
+from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
 
 from .data import ImageSet, as_image_set, load_image
@@ -57,48 +56,49 @@ class ImageClassifier(TransferClassifier):
     encoder_task = "image"
 
     @classmethod
-    def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: str = "finetune", **encoder_kwargs: Any) -> ImageClassifier:
+    def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: Any = "finetune", **encoder_kwargs: Any) -> ImageClassifier:
         """Load the encoder (Hub id, local HF folder, ``torchvision:<name>``, or nn.Module) and add a head for ``labels``."""
         return cls(load_encoder(spec, task="image", **encoder_kwargs), labels, strategy)
 
-    def _inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+    def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         tf = eval_transform(self.encoder.processor)
         return {"pixel_values": torch.stack([tf(load_image(x)) for x in examples])}
 
-    def _labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
+    def labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
         data = as_image_set(data)
         return data.items, data.targets or []
 
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: AugmentConfig | None = None, **overrides: Any) -> dict:
+            augment: AugmentConfig | None = None, **options: Any) -> dict:
         """Train on ``train`` (folder, CSV, datasets.Dataset, ImageSet, or (images, labels)), keeping the best epoch on ``eval``.
 
-        ``overrides`` set :class:`TrainConfig` fields (``epochs=5, lr=1e-4``). Returns each stage's
-        :class:`~transferkit.common.TrainResult`. The linear-probe stage trains on cached features of
-        un-augmented images.
+        ``options`` set :class:`TrainConfig` fields (``epochs=5, lr=1e-4``) and the strategy's
+        settings (``lora_r=8``). Returns each stage's :class:`~transferkit.common.TrainResult`. The
+        linear-probe stage trains on cached features of un-augmented images.
         """
-        config = (config or TrainConfig()).replace(strategy=self.strategy, **overrides)
+        return super().fit(train, eval, config=config, augment=augment, **options)
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None) -> TrainingData:
         augment = augment or AugmentConfig()
         train_set, eval_set = as_image_set(train), as_image_set(eval) if eval is not None else None
         self.check_labels(train_set.targets or [], "the training data")
         if eval_set is not None:
             self.check_labels(eval_set.targets or [], "the evaluation data")
+        self.start_training(config)
         processor = self.encoder.processor
         prep_fp = fingerprint(processor_geometry(processor), type(processor).__name__,
                               processor.to_dict() if hasattr(processor, "to_dict") else None)
         fps = {"train": train_set.fingerprint(), "preprocess": prep_fp}
         if eval_set is not None:
             fps["eval"] = eval_set.fingerprint()
-        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy,
-                           "train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
-                           "skipped_train_files": train_set.skipped, "augment": augment.__dict__}
         eval_tf = eval_transform(processor)
-        return self._train(
-            config, _Encoded(train_set, train_transform(processor, augment), self.label2id),
-            _Encoded(eval_set, eval_tf, self.label2id) if eval_set is not None else None,
-            train_collate=_collate(batch_mixer(augment, len(self.labels))), eval_collate=_collate(), fingerprints=fps,
-            probe_train=_Encoded(train_set, eval_tf, self.label2id),
-        )
+        return TrainingData(
+            train=_Encoded(train_set, train_transform(processor, augment), self.label2id),
+            eval=_Encoded(eval_set, eval_tf, self.label2id) if eval_set is not None else None,
+            collate=_collate(batch_mixer(augment, len(self.labels))), eval_collate=_collate(),
+            probe_train=_Encoded(train_set, eval_tf, self.label2id), fingerprints=fps,
+            info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                  "skipped_train_files": train_set.skipped, "augment": augment.__dict__})
 
     def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:
         """Label and class probabilities for each image (path, PIL image or array, or a list of them)."""

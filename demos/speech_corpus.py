@@ -1,4 +1,4 @@
-"""The demo's built-in speech corpus: eSpeak words, with voices split so that tests use unseen voices.
+"""The audio demo's built-in corpus: eSpeak words, with voices split so that tests use unseen voices.
 
 Voices are ``<accent>+<variant>`` with a random rate and pitch per clip. The ~104 variants are
 split three ways (source task / target training / target test), so the digits are always
@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import AudioDataset
-from .synth import DIGIT_WORDS, ENGLISH_BASES, ESpeak, Voice, synthesize
+from transferkit.audio import AudioDataset
+from transferkit.demos.espeak import DIGIT_WORDS, ENGLISH_BASES, ESpeak, Voice, synthesize
+
+__all__ = ["DIGIT_WORDS", "SOURCE_WORDS", "VoiceSplit", "split_voices", "word_clips"]
 
 # Everyday English words, none of them a digit word: the supervised source task.
 SOURCE_WORDS = (
@@ -87,5 +89,3 @@ def word_clips(words: list[str], n: int, voices: list[str], *, max_words: int = 
         clips = placed
     return AudioDataset(clips, texts, sampling_rate, sources=[f"<espeak {i}: {t}>" for i, t in enumerate(texts)])
 
-
-__all__ = ["DIGIT_WORDS", "SOURCE_WORDS", "VoiceSplit", "split_voices", "word_clips"]

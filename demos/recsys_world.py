@@ -1,4 +1,4 @@
-"""Built-in interaction generator for the demo and tests: two periods, a second domain, item content.
+"""Built-in interactions for the recsys demo and tests: two periods, a second domain, item content.
 
 Users and items live in one latent space. A user picks items with probability proportional to
 ``exp(scale * u . v / sqrt(dim) + popularity_bias)`` (sampled without replacement with the Gumbel
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data import Interactions
+from transferkit.recsys import Interactions
 
 __all__ = ["SyntheticWorld", "checkerboard", "make_world"]
 

@@ -1,4 +1,4 @@
-"""Built-in speech: words synthesised with eSpeak NG, in-process through ctypes.
+"""Built-in speech for the demo, benchmarks and tests: eSpeak NG, in-process through ctypes.
 
 The PyPI package ``espeakng-loader`` ships ``libespeak-ng`` and its voice data, so no system
 package is needed. eSpeak keeps global state, so one process holds one engine behind a lock;
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+__all__ = ["DIGIT_WORDS", "ENGLISH_BASES", "ESpeak", "Voice", "english_voices", "random_voices", "synthesize",
+           "trim_silence"]
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +170,8 @@ def synthesize(
     Example:
         >>> clips = synthesize(["seven"], [Voice("en-us+m3")])  # doctest: +SKIP
     """
-    from .augment import add_noise
-    from .data import resample
+    from transferkit.audio.augment import add_noise
+    from transferkit.audio.data import resample
 
     if len(texts) != len(voices):
         raise ValueError(f"got {len(texts)} texts but {len(voices)} voices")

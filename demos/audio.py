@@ -1,4 +1,4 @@
-"""The audio part of the demo: transfer from a small wav2vec2 pretrained on synthetic words.
+"""The audio part of ``transferkit demo``: transfer from a small wav2vec2 pretrained on synthetic words.
 
 Everything is built in and offline: eSpeak NG speaks the words. A small wav2vec2 (light
 convolutional front end, 16 kHz) is trained from random initialisation on a supervised source
@@ -7,16 +7,11 @@ back through ``from_pretrained``. It then transfers, with few labels, to (a) key
 the ten digits and (b) CTC transcription of one- or two-digit utterances, both tested on voice
 variants that no training step heard. Each transfer sits beside the same model trained from
 scratch and a reference without deep learning (MFCC statistics + logistic regression).
-
-Run it alone with ``python -m transferkit.audio.demo --out runs/demo``; the project demo calls
-:func:`run_demo` and puts the returned markdown table in its report.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,17 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.audio import AudioClassifier, MfccLogReg, SpeechRecognizer
+from transferkit.audio.encoder import default_feature_extractor
 from transferkit.common.encoders import quiet_transformers
+from transferkit.demos.speech_corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips
 
-from .classifier import AudioClassifier
-from .corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips
-from .encoder import default_feature_extractor
-from .recognizer import SpeechRecognizer
-from .reference import MfccLogReg
-
-__all__ = ["run_demo"]
-
-log = logging.getLogger(__name__)
+__all__ = ["MODEL", "SIZES", "gabor_filterbank", "random_wav2vec2", "run_demo"]
 
 # Sized from FINDINGS.md: the raw-waveform convolutions dominate a CPU step, so the front end has
 # three layers and large strides (320 samples = 20 ms per frame, like wav2vec2-base). Group norm in the
@@ -110,15 +100,36 @@ def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, epochs: int, see
             "seconds": time.perf_counter() - t0, "examples": examples}
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, *, source_words: int = 20, source_clips: int = 2000,
-             source_epochs: int = 4, kws_per_digit: int = 5, ctc_train: int = 600, test_clips: int = 200,
-             target_epochs: int = 20, ctc_epochs: int = 30) -> str:
-    """Pretrain on synthetic words, transfer to digits; return the markdown results table.
+# Corpus sizes and epochs of the full demo (a few CPU-minutes) and of the toy run (quick=True, seconds).
+SIZES = {
+    "full": {"source_words": 20, "source_clips": 2000, "source_epochs": 4, "kws_per_digit": 5, "ctc_train": 600,
+             "test_clips": 200, "target_epochs": 20, "ctc_epochs": 30},
+    "quick": {"source_words": 3, "source_clips": 24, "source_epochs": 1, "kws_per_digit": 1, "ctc_train": 8,
+              "test_clips": 10, "target_epochs": 1, "ctc_epochs": 1},
+}
 
-    Writes ``audio_results.json`` (every number with its split, seed and sizes),
-    ``audio_transfer.png`` and the source model folder ``source_encoder/`` into ``out_dir``.
+
+def run_demo(out_dir: str | Path, *, seed: int = 0, quick: bool = False, **sizes: int) -> str:
+    """Pretrain on synthetic words, transfer to digits; return the markdown section of the report.
+
+    Args:
+        out_dir: where the files go.
+        seed: seeds the voice split, the corpus and every model.
+        quick: the toy sizes of ``SIZES["quick"]`` (seconds; the numbers mean nothing) instead of ``SIZES["full"]``.
+        **sizes: override single entries of the chosen ``SIZES`` profile, e.g. ``ctc_epochs=5``.
+
+    Writes ``report.md`` (the section), ``audio_results.json`` (every number with its split, seed
+    and sizes), ``audio_transfer.png`` and the source model folder ``source_encoder/`` into ``out_dir``.
     """
-    out = Path(out_dir)
+    profile = SIZES["quick" if quick else "full"]
+    unknown = sorted(set(sizes) - set(profile))
+    if unknown:
+        raise TypeError(f"run_demo() got unknown sizes {unknown}; known: {sorted(profile)}")
+    return _run(Path(out_dir), seed, **{**profile, **sizes})
+
+
+def _run(out: Path, seed: int, *, source_words: int, source_clips: int, source_epochs: int, kws_per_digit: int,
+         ctc_train: int, test_clips: int, target_epochs: int, ctc_epochs: int) -> str:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -190,7 +201,9 @@ def run_demo(out_dir: str | Path, seed: int = 0, *, source_words: int = 20, sour
              "timings_s": timings, "rows": rows}
     (out / "audio_results.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
     _plot(rows, out / "audio_transfer.png")
-    return _table(rows, source_acc, len(words), timings)
+    section = _section(rows, source_acc, len(words), timings)
+    (out / "report.md").write_text(section + "\n")
+    return section
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -215,8 +228,9 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _table(rows: list[dict], source_acc: float, n_words: int, timings: dict) -> str:
-    lines = ["| task | method | labels | accuracy | macro-F1 | CER | WER | seconds |", "|---|---|---|---|---|---|---|---|"]
+def _section(rows: list[dict], source_acc: float, n_words: int, timings: dict) -> str:
+    lines = ["## Speech: synthetic words -> spoken digits (eSpeak NG voices, offline)", "",
+             "| task | method | labels | accuracy | macro-F1 | CER | WER | seconds |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda r, k: f"{r[k]:.3f}" if k in r else ""  # noqa: E731
     for r in rows:
         lines.append(f"| {r['task']} | {r['method']} | {r['labels']} | {fmt(r, 'accuracy')} | {fmt(r, 'macro_f1')} | "
@@ -227,15 +241,3 @@ def _table(rows: list[dict], source_acc: float, n_words: int, timings: dict) -> 
                  f"Total {timings['total']:.0f} s.")
     return "\n".join(lines)
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(run_demo(args.out, seed=args.seed))
-
-
-if __name__ == "__main__":
-    main()

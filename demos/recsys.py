@@ -1,25 +1,33 @@
-"""The recsys part of the demo: four transfer modes against from-scratch and popularity references.
+"""The recsys part of ``transferkit demo``: four transfer modes against from-scratch and popularity references.
 
-Run it alone with ``python -m transferkit.recsys.demo --out runs/demo``; the project demo calls
-:func:`run_demo` and puts the returned markdown table in its report.
+On the built-in synthetic world (:mod:`transferkit.demos.recsys_world`): warm start into a new
+period, cross-domain transfer to a sparse second domain, cold-start items from content, and fold-in
+of new users at serving time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .baselines import popularity, random_tables
-from .content import ContentMapper
-from .data import Interactions, leave_k_out, split_by_time
-from .metrics import evaluate
-from .pretrain import pretrain
-from .synthetic import make_world
-from .transfer import align, cross_domain, fold_in_users, warm_start
+from transferkit.demos.recsys_world import make_world
+from transferkit.recsys import (
+    ContentMapper,
+    Interactions,
+    align,
+    cross_domain,
+    evaluate,
+    fold_in_users,
+    leave_k_out,
+    popularity,
+    pretrain,
+    random_tables,
+    split_by_time,
+    warm_start,
+)
 
 __all__ = ["run_demo"]
 
@@ -35,6 +43,9 @@ def _row(mode, method, result, iters="", seconds="", note=""):
 def run_demo(out_dir: str | Path, *, seed: int = 0, quick: bool = False, n_users: int | None = None,
              n_items: int | None = None, iterations: int = 15, num_threads: int = 2) -> str:
     """Run the four transfer modes on the built-in generator and return the markdown section.
+
+    ``quick=True`` uses a 4x smaller world (seconds); ``n_users`` / ``n_items`` override either size.
+    ``num_threads`` caps the BLAS and ``implicit`` threads.
 
     Writes into ``out_dir``: ``report.md`` (the section), ``recsys_results.json`` (every number
     with split, seed, threshold, filtering, and the per-iteration curves), ``recsys_warm_start.png``
@@ -210,16 +221,3 @@ def _plot(curves, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="a 4x smaller world")
-    args = parser.parse_args()
-    print(run_demo(args.out, seed=args.seed, quick=args.quick, num_threads=args.threads))
-
-
-if __name__ == "__main__":
-    main()

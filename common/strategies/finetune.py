@@ -1,0 +1,43 @@
+"""finetune: everything learns; lp_ft: a linear probe first, then fine-tuning from the probed head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import Strategy, StrategyConfig, head_groups, split_decay
+from .linear_probe import LinearProbe
+
+
+class FineTune(Strategy):
+    """Everything learns: the encoder at ``lr``, the head at ``head_lr``."""
+
+    name = "finetune"
+
+    def param_groups(self, encoder, head, config):
+        encoder.set_trainable(True)
+        return split_decay(encoder.learnable_parameters(), config.lr, config.weight_decay, "encoder") + head_groups(head, config)
+
+
+@dataclass
+class LPFTConfig(StrategyConfig):
+    probe_epochs: int = field(default=30, metadata={"help": "Epochs of the linear-probe stage (on cached features)."})
+    feature_cache: str | None = field(
+        default=None, metadata={"help": "Folder for cached encoder features (default: <output_dir>/features)."})
+
+    def __post_init__(self) -> None:
+        if self.probe_epochs < 0:
+            raise ValueError(f"probe_epochs must be >= 0, got {self.probe_epochs}")
+
+
+class LPFT(Strategy):
+    """Linear probe first, then fine-tune from the probed head (Kumar et al., 2022)."""
+
+    name = "lp_ft"
+    config_class = LPFTConfig
+
+    def stages(self):
+        probe = LinearProbe(epochs=max(1, self.config.probe_epochs), feature_cache=self.config.feature_cache)
+        return [probe, FineTune()]
+
+    def param_groups(self, encoder, head, config):
+        return self.stages()[-1].param_groups(encoder, head, config)

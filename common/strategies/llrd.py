@@ -1,0 +1,32 @@
+"""llrd: layer-wise learning-rate decay (rates fall block by block towards the input)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import Strategy, StrategyConfig, head_groups, split_decay
+
+
+@dataclass
+class LLRDConfig(StrategyConfig):
+    decay: float = field(default=0.75, metadata={"help": "Rate multiplier per block going down from the top."})
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+
+
+class LLRD(Strategy):
+    """Everything learns; block i of n at ``lr * decay ** (n - 1 - i)``."""
+
+    name = "llrd"
+    config_class = LLRDConfig
+
+    def param_groups(self, encoder, head, config):
+        encoder.set_trainable(True)
+        blocks = encoder.blocks()
+        groups = []
+        for i, block in enumerate(blocks):
+            lr = config.lr * self.config.decay ** (len(blocks) - 1 - i)
+            groups += split_decay(block.params.items(), lr, config.weight_decay, f"encoder.{block.name}")
+        return groups + head_groups(head, config)

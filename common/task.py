@@ -1,0 +1,244 @@
+"""TransferTask: the one contract above the encoder, written once for every task.
+
+A task is a pretrained encoder plus a new head, trained through the stages of a strategy. This
+base class owns what does not depend on the kind of data or head: resolving the strategy and its
+settings, running its stages through the :class:`~transferkit.common.Trainer` (with cached
+features for a probe stage where the task can), the run folder, export with a model card,
+``load``, ``from_run`` and ``push_to_hub``.
+
+A subclass (the image and audio classifiers, the speech recognizer) supplies the hooks:
+
+- :meth:`training_data`: the user's data -> :class:`TrainingData` (datasets, collate functions,
+  fingerprints, facts for the model card);
+- :meth:`loss_fn` and :meth:`eval_fn`: the loss of a batch and the per-epoch metrics;
+- :attr:`encoder`, :attr:`head` and ``model``: what the strategy freezes or trains, and what the
+  trainer trains;
+- :meth:`cached_stage` (optional): the probe stage on cached encoder features;
+- :meth:`export` / :meth:`restore`: write and read the model files of an export folder;
+- :meth:`run_meta` / :meth:`from_run_meta`: what :meth:`from_run` needs to rebuild the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from .config import TrainConfig
+from .encoders import Encoder
+from .hub import PushToHubMixin, write_model_card
+from .strategies import Strategy, get_strategy, has_lora, merge_lora, pop_strategy_settings
+from .trainer import EvalFn, LossFn, Trainer, TrainResult
+
+RUN_FILE = "transferkit-run.json"
+INFO_FILE = "transferkit.json"
+_LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+@dataclass
+class TrainingData:
+    """What :meth:`TransferTask.training_data` hands the stage loop.
+
+    Args:
+        train, eval: datasets of examples (``eval`` selects the best epoch).
+        collate, eval_collate: examples -> a batch of model inputs (``eval_collate``: no augmentation).
+        lengths: one length per training example, for length-grouped batches.
+        probe_train: the training examples prepared like ``eval`` (un-augmented): a probe stage
+            caches their features. Features of randomly augmented examples are never cached.
+        fingerprints: ``{"train", "eval", "preprocess"}`` hashes that key the feature cache.
+        info: facts about the data for the run file and the model card (example counts, skips).
+    """
+
+    train: Sequence
+    eval: Sequence | None = None
+    collate: Callable | None = None
+    eval_collate: Callable | None = None
+    lengths: Sequence[int] | None = None
+    probe_train: Sequence | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageData:
+    """Datasets of one stage when it does not train on :class:`TrainingData` directly (cached features)."""
+
+    train: Sequence
+    eval: Sequence | None
+    collate: Callable | None
+
+
+class TransferTask(PushToHubMixin):
+    """Base class of every transfer task; see the module docstring for the hooks a subclass supplies.
+
+    Args:
+        strategy: a registered strategy's name, or a :class:`~transferkit.common.Strategy`
+            instance (registered or not) with its settings.
+    """
+
+    #: the pipeline tag (``"image-classification"``) and the model card's task
+    task: ClassVar[str] = ""
+    model: nn.Module
+
+    def __init__(self, strategy: str | Strategy = "finetune") -> None:
+        self.strategy = get_strategy(strategy)  # fail now, not after loading data
+        self.results: dict[str, TrainResult] = {}
+        self.train_info: dict[str, Any] = {}
+
+    # -- hooks -----------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        raise NotImplementedError
+
+    @property
+    def head(self) -> nn.Module:
+        """The new layers, which learn under every strategy."""
+        raise NotImplementedError
+
+    def default_config(self) -> TrainConfig:
+        """The loop settings when ``fit`` gets no ``config`` (a recognizer selects on WER)."""
+        return TrainConfig()
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, **options: Any) -> TrainingData:
+        """Read and check the user's data; ``options`` are the task's own ``fit`` keywords."""
+        raise NotImplementedError
+
+    def loss_fn(self, config: TrainConfig) -> LossFn:
+        raise NotImplementedError
+
+    def eval_fn(self) -> EvalFn:
+        raise NotImplementedError
+
+    def cached_stage(self, stage: Strategy, data: TrainingData, config: TrainConfig, run_dir: Path) -> StageData | None:
+        """Datasets of cached encoder features for a head-only stage, or None to run it on ``data``."""
+        return None
+
+    def run_meta(self) -> dict[str, Any]:
+        """JSON facts, besides the encoder and strategy, that :meth:`from_run_meta` rebuilds the task from."""
+        return {}
+
+    def write_run_assets(self, run_dir: Path) -> None:
+        """Files besides the checkpoints that :meth:`from_run_meta` needs (a tokenizer, say)."""
+
+    @classmethod
+    def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> TransferTask:
+        raise NotImplementedError
+
+    def export(self, folder: Path) -> dict[str, Any]:
+        """Write the model files into ``folder``; return facts to keep in its ``transferkit.json``."""
+        raise NotImplementedError
+
+    @classmethod
+    def restore(cls, folder: Path, info: dict[str, Any], **kwargs: Any) -> TransferTask:
+        """Rebuild the task from an export folder (its ``transferkit.json`` is ``info``)."""
+        raise NotImplementedError
+
+    def card_data(self) -> dict[str, Any]:
+        """Lines of the model card about the data."""
+        return {k: v for k, v in self.train_info.items() if k.endswith("examples")}
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None, **options: Any) -> dict[str, TrainResult]:
+        """Train on ``train`` through every stage of the strategy, keeping the best epoch on ``eval``.
+
+        ``options`` are :class:`TrainConfig` fields (``epochs=5, lr=1e-4``), settings of the
+        strategy (``lora_r=8``; ``probe_epochs=20`` for lp_ft) and the task's own keywords.
+        Returns each stage's :class:`~transferkit.common.TrainResult`.
+        """
+        config = config or self.default_config()
+        options = {**{k: v for k, v in config.legacy.items() if k != "strategy"}, **options}
+        config = config.replace(**{k: options.pop(k) for k in list(options) if k in _LOOP_FIELDS})
+        settings = pop_strategy_settings(self.strategy, options)
+        if settings:
+            self.strategy = get_strategy(self.strategy, **settings)
+        data = self.training_data(train, eval, config, **options)
+        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy.name, **data.info}
+        self.results = self._run_stages(config, data)
+        self._write_run_file(config)
+        return self.results
+
+    def _run_stages(self, config: TrainConfig, data: TrainingData) -> dict[str, TrainResult]:
+        stages = self.strategy.stages()
+        run_dir = Path(config.output_dir)
+        results: dict[str, TrainResult] = {}
+        for stage in stages:
+            cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
+            groups = stage.param_groups(self.encoder, self.head, cfg)
+            cached = self.cached_stage(stage, data, cfg, run_dir) if stage.uses_feature_cache else None
+            trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups,
+                              evaluate=self.eval_fn() if data.eval is not None else None,
+                              run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),
+                                        "base_model": str(self.encoder.spec), **self.run_meta()})
+            if cached is not None:
+                results[stage.name] = trainer.fit(cached.train, cached.eval, collate_fn=cached.collate)
+            else:
+                results[stage.name] = trainer.fit(data.train, data.eval, collate_fn=data.collate,
+                                                  eval_collate_fn=data.eval_collate, lengths=data.lengths)
+            self.model = trainer.model
+        return results
+
+    def _write_run_file(self, config: TrainConfig) -> None:
+        run_dir = Path(config.output_dir)
+        stages = self.strategy.stages()
+        final = run_dir / stages[-1].name if len(stages) > 1 else run_dir
+        self.write_run_assets(run_dir)
+        (run_dir / RUN_FILE).write_text(json.dumps(
+            {**self.train_info, "task": type(self).__name__, "base_model": str(self.encoder.spec),
+             "strategy": self.strategy.to_dict(), "final_stage_dir": str(final.resolve()), "config": config.to_dict(),
+             **self.run_meta()},
+            indent=2, default=str) + "\n")
+
+    # -- export ----------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, *, metrics: dict | None = None) -> Path:
+        """Export a folder with the model files, ``transferkit.json`` and a model card; LoRA
+        adapters are merged into the weights first. Where the folder has a ``config.json``,
+        ``transformers.pipeline(task)`` loads it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if has_lora(self.model):
+            merge_lora(self.model)
+        info = {"strategy": self.strategy.name, **self.train_info, **self.export(folder)}
+        (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        hf = (folder / "config.json").exists()
+        write_model_card(folder, task=self.task, base_model=str(self.encoder.spec), strategy=self.strategy.name,
+                         data=self.card_data(), metrics=metrics, pipeline_tag=self.task if hf else None,
+                         library_name="transformers" if hf else "transferkit")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **kwargs: Any) -> TransferTask:
+        """Load an export written by :meth:`save`."""
+        folder = Path(folder)
+        info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).exists() else {}
+        task = cls.restore(folder, info, **kwargs)
+        task.train_info = {k: v for k, v in info.items() if k != "labels"}
+        return task
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike) -> TransferTask:
+        """Rebuild the task of a ``fit`` run (finished or interrupted) from its best, or else last, checkpoint."""
+        from safetensors.torch import load_model
+
+        meta_path = Path(run_dir) / RUN_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a transferkit run folder (no {RUN_FILE})")
+        meta = json.loads(meta_path.read_text())
+        task = cls.from_run_meta(meta, Path(run_dir))
+        task.strategy = get_strategy(meta["strategy"])
+        # The final stage's groups put its new modules (LoRA adapters) in place before the weights load.
+        task.strategy.stages()[-1].param_groups(task.encoder, task.head, TrainConfig.from_dict(meta["config"]))
+        stage = Path(meta["final_stage_dir"])
+        for ckpt in (stage / "checkpoints" / "best.safetensors", stage / "checkpoints" / "last" / "model.safetensors"):
+            if ckpt.exists():
+                load_model(task.model, str(ckpt))
+                break
+        else:
+            raise FileNotFoundError(f"no checkpoint in {stage / 'checkpoints'}")
+        task.train_info = {k: v for k, v in meta.items() if k.endswith("examples")}
+        return task

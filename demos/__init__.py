@@ -1,0 +1,17 @@
+"""The offline demos and the built-in data they run on. Not part of the library API.
+
+``transferkit demo`` runs each part registered in the ``transferkit.demos`` entry-point group; every
+part is a module with ``run_demo(out_dir, *, seed=0, quick=False) -> str`` that writes its files into
+``out_dir`` and returns its markdown section of the report (``quick=True``: a toy size that runs in
+seconds, what the tests use).
+
+Demos: ``vision`` (digits 0-4 -> digits 5-9 with a small ViT), ``audio`` (eSpeak words -> spoken
+digits with a small wav2vec2), ``recsys`` (four embedding-table transfer modes).
+
+Built-in data, shared with the benchmarks and the tests:
+
+- ``digits``: scikit-learn's real 8x8 handwritten digits as images, the target split, a tiny random ViT.
+- ``espeak``: eSpeak NG speech synthesis in-process (the ``espeakng-loader`` package).
+- ``speech_corpus``: eSpeak words with voices split so that test clips use unseen voices.
+- ``recsys_world``: a synthetic two-period, two-domain interaction world and a checkerboard matrix.
+"""

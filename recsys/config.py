@@ -1,0 +1,201 @@
+"""Configs of the recsys verbs: one per implicit model (PEFT-style), warm start, recommend, evaluate.
+
+Every field has a default and help text; the CLI is generated from these classes, and
+``__post_init__`` rejects a bad value with a ``ValueError`` that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "ALSConfig",
+    "BPRConfig",
+    "EvaluateConfig",
+    "FactorizationConfig",
+    "InteractionColumns",
+    "LMFConfig",
+    "MODEL_CONFIGS",
+    "RecommendConfig",
+    "WarmStartConfig",
+    "model_config",
+    "reject_mixed",
+]
+
+
+def _check_at_least(config: Any, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value >= minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:  # also false for NaN
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class InteractionColumns:
+    """Which columns of an events table hold the user id, the item id, the weight and the time.
+
+    Example:
+        >>> InteractionColumns(user="user_id", item="sku", weight="clicks").weight
+        'clicks'
+    """
+
+    user: str = field(default="user", metadata={"help": "User id column."})
+    item: str = field(default="item", metadata={"help": "Item id column."})
+    weight: str | None = field(default=None, metadata={"help": "Weight column (counts, ratings); 1 per row when absent."})
+    time: str | None = field(default=None, metadata={"help": "Timestamp column (numbers or datetimes)."})
+
+    def __post_init__(self) -> None:
+        roles = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for role, column in roles.items():
+            if column == "" or (column is None and role in ("user", "item")):
+                raise ValueError(f"{role} must name a column, got {column!r}")
+        named = [(role, column) for role, column in roles.items() if column is not None]
+        for i, (role, column) in enumerate(named):
+            for other, other_column in named[i + 1:]:
+                if column == other_column:
+                    raise ValueError(f"{role} and {other} both name column {column!r}: each needs its own")
+
+
+@dataclass
+class FactorizationConfig:
+    """What every implicit model shares; pick the model with :class:`ALSConfig`, :class:`BPRConfig`
+    or :class:`LMFConfig`, whose other fields are that model's hyperparameters."""
+
+    model: ClassVar[str] = ""  # each model's config names its implicit model
+
+    factors: int = field(default=64, metadata={"help": "Latent dimension (BPR adds 1 bias column, LMF 2)."})
+    iterations: int = field(default=15, metadata={"help": "ALS sweeps or BPR/LMF epochs."})
+    seed: int = field(default=0, metadata={"help": "Random state of the initial factors (and of BPR/LMF sampling)."})
+    num_threads: int = field(default=0, metadata={"help": "implicit's threads (0 = all cores); BLAS holds 1 meanwhile."})
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, "factors", "iterations")
+        _check_at_least(self, 0, "seed", "num_threads")
+        # hyperparameters are checked by name, whichever models have them
+        names = self.hyperparameters()
+        _check_at_least(self, 0, *[n for n in ("regularization",) if n in names])
+        _check_positive(self, *[n for n in ("alpha", "learning_rate") if n in names])
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The model's own settings, as implicit's constructor takes them (recorded in the tables' meta)."""
+        shared = {f.name for f in dataclasses.fields(FactorizationConfig)} | {"use_gpu"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared}
+
+
+@dataclass
+class ALSConfig(FactorizationConfig):
+    """Alternating least squares (Hu, Koren & Volinsky 2008): weights are confidences ``c = alpha * r``.
+
+    Example:
+        >>> ALSConfig(factors=32).hyperparameters()
+        {'regularization': 0.01, 'alpha': 1.0}
+    """
+
+    model: ClassVar[str] = "als"
+
+    regularization: float = field(default=0.01, metadata={"help": "L2 penalty on the factors."})
+    alpha: float = field(default=1.0, metadata={"help": "ALS confidence scale: c = alpha * weight."})
+    use_gpu: bool | None = field(default=None, metadata={"help": "ALS on the GPU (None: when CUDA is present)."})
+
+
+@dataclass
+class BPRConfig(FactorizationConfig):
+    """Bayesian personalised ranking (Rendle et al. 2009); weights are read as binary. Runs on the CPU
+    so the tables keep implicit's CPU layout (the GPU version pads the factor width)."""
+
+    model: ClassVar[str] = "bpr"
+
+    regularization: float = field(default=0.01, metadata={"help": "L2 penalty on the factors."})
+    learning_rate: float = field(default=0.01, metadata={"help": "SGD step size."})
+
+
+@dataclass
+class LMFConfig(FactorizationConfig):
+    """Logistic matrix factorisation (Johnson 2014); weights are read as binary. Runs on the CPU."""
+
+    model: ClassVar[str] = "lmf"
+
+    regularization: float = field(default=0.6, metadata={"help": "L2 penalty on the factors."})
+    learning_rate: float = field(default=1.0, metadata={"help": "Adagrad step size."})
+
+
+# implicit's own defaults, except iterations for BPR/LMF (its 100/30 epochs are tuned for big data)
+MODEL_CONFIGS: dict[str, type[FactorizationConfig]] = {"als": ALSConfig, "bpr": BPRConfig, "lmf": LMFConfig}
+
+
+def model_config(model: str, **settings: Any) -> tuple[FactorizationConfig, dict[str, Any]]:
+    """``model``'s config built from the settings that are its fields, and the settings left over
+    (other implicit constructor arguments such as ``use_cg``, passed on as they are).
+
+    Example:
+        >>> config, rest = model_config("lmf", factors=8, use_cg=False)
+        >>> config.factors, config.regularization, rest
+        (8, 0.6, {'use_cg': False})
+    """
+    if model not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {model!r}: use one of {tuple(MODEL_CONFIGS)}")
+    cls = MODEL_CONFIGS[model]
+    names = {f.name for f in dataclasses.fields(cls)}
+    config = cls(**{k: v for k, v in settings.items() if k in names})
+    return config, {k: v for k, v in settings.items() if k not in names}
+
+
+@dataclass
+class WarmStartConfig:
+    """How pretrained tables continue on new-period interactions (hyperparameters: the tables' own)."""
+
+    iterations: int = field(default=5, metadata={"help": "implicit iterations after the fold-in (0: fold-in only)."})
+    keep_old: bool = field(default=True, metadata={"help": "Keep users/items absent from the new data (rows unchanged)."})
+    seed: int = field(default=0, metadata={"help": "Random state of implicit's sampling."})
+    num_threads: int = field(default=0, metadata={"help": "implicit's threads (0 = all cores); BLAS holds 1 meanwhile."})
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 0, "iterations", "seed", "num_threads")
+
+
+@dataclass
+class RecommendConfig:
+    """How top-N lists are made for the ``recommend`` verb."""
+
+    n: int = field(default=10, metadata={"help": "Items per user."})
+    filter_seen: bool = field(default=True, metadata={"help": "Drop items the user has in --history (when given)."})
+    cold_start: bool = field(default=False, metadata={
+        "help": "Fold unknown users in from --history, or rank by popularity; otherwise they are an error."})
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, "n")
+
+
+@dataclass
+class EvaluateConfig:
+    """How ranking metrics are computed on held-out events."""
+
+    k: int = field(default=10, metadata={"help": "List length of every @k metric."})
+    positive_threshold: float = field(default=0.0, metadata={"help": "A test event is relevant when its weight >= this."})
+    filter_seen: bool = field(default=True, metadata={"help": "Drop training items from each user's list."})
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, "k")
+        _check_at_least(self, 0, "positive_threshold")
+
+
+def reject_mixed(func: Callable, config: Any, **keywords: Any) -> None:
+    """Refuse a ``config`` that comes with keyword settings of ``func`` other than their defaults
+    (keywords ``func`` only takes through ``**kwargs`` always count): which should win would be a guess."""
+    if config is None:
+        return
+    params = inspect.signature(func).parameters
+    given = sorted(k for k, v in keywords.items() if k not in params or v != params[k].default)
+    if given:
+        raise ValueError(f"config and {', '.join(given)} were both given: set them in the config")
