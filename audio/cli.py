@@ -8,17 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferkit.common import TrainConfig
-from transferkit.common.cli import (
-    EvaluateArgs,
-    ExportArgs,
-    PredictArgs,
-    add_push_verb,
-    add_verb,
-    dataclass_from_args,
-    print_json,
-    report_evaluation,
-    train_from_args,
-)
+from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
 
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
 
@@ -56,12 +46,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         # the flag before the front-end setting became a config field; still accepted
         verb.add_argument("--train-feature-encoder", dest="freeze_feature_encoder", action="store_false",
                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    add_verb(verbs, "evaluate", _evaluate, "accuracy/macro-F1 (classifier) or WER/CER (recognizer)", EvaluateArgs)
-    add_verb(verbs, "predict", _predict, "label (classifier) or transcript (recognizer) for each audio file", PredictArgs)
-    add_verb(verbs, "export", _export, "export the best checkpoint of a training run", ExportArgs)
     add_verb(verbs, "pretrain", _pretrain, "continue wav2vec2 self-supervised pretraining on unlabelled audio",
              PretrainArgs, PretrainConfig, TrainConfig)
-    add_push_verb(verbs)
+    add_model_verbs(verbs, _task, evaluate_help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",
+                    predict_help="label (classifier) or transcript (recognizer) for each audio file")
 
 
 def _is_recognizer(folder: str) -> bool:
@@ -109,37 +97,11 @@ def _fit_ctc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task(folder: str):
+def _task(folder: str) -> type:
     from .classifier import AudioClassifier
     from .recognizer import SpeechRecognizer
 
     return SpeechRecognizer if _is_recognizer(folder) else AudioClassifier
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(EvaluateArgs, args)
-    model = _task(args.model).load(args.model)
-    result = model.evaluate(args.data) if hasattr(model, "transcribe") else model.evaluate(args.data, out_dir=args.out)
-    report_evaluation(result, args.out)
-    return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(PredictArgs, args)
-    model = _task(args.model).load(args.model)
-    if hasattr(model, "transcribe"):
-        for path, text in zip(args.files, model.transcribe(args.files)):
-            print(json.dumps({"file": path, "text": text}))
-        return 0
-    for path, pred in zip(args.files, model.predict(args.files)):
-        print(json.dumps({"file": path, "label": pred["label"], "score": round(pred["score"], 4)}))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(ExportArgs, args)
-    print_json({"model": str(_task(args.run).from_run(args.run).save(args.out))})
-    return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:

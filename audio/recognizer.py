@@ -282,9 +282,14 @@ class SpeechRecognizer(TransferTask):
             out += self._decode_batch(self.model, batch)[1]
         return out
 
+    def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 16) -> list[dict]:
+        """``[{"text": transcript}, ...]`` per clip: :meth:`transcribe` in the shape every task predicts."""
+        return [{"text": t} for t in self.transcribe(clips, sampling_rate=sampling_rate, batch_size=batch_size)]
+
     @torch.no_grad()
-    def evaluate(self, data: Any, *, batch_size: int = 16) -> dict:
-        """WER, CER and exact-match rate of greedy transcriptions (streamed: strings only are kept)."""
+    def evaluate(self, data: Any, *, out_dir: str | os.PathLike | None = None, batch_size: int = 16) -> dict:
+        """WER, CER and exact-match rate of greedy transcriptions (streamed: strings only are kept).
+        ``out_dir`` is accepted like a classifier's; a recognizer draws no figure there."""
         ds = self._dataset(data, training=False)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=self._collator())
         device = next(self.model.parameters()).device

@@ -21,6 +21,7 @@ from .features import FeatureCache, fingerprint
 from .fusion import greedy_soup, uniform_soup, wise_ft
 from .hub import HubUnavailableError, push_to_hub, write_model_card
 from .metrics import ConfusionMatrix, metrics_from_confusion, per_class_report
+from .packaged import PackagedWeights, list_packaged, register_packaged
 from .precision import resolve_mixed_precision
 from .strategies import (
     Strategy,
@@ -42,6 +43,7 @@ __all__ = [
     "EncoderNotFoundError",
     "FeatureCache",
     "HubUnavailableError",
+    "PackagedWeights",
     "Strategy",
     "StrategyConfig",
     "TrainConfig",
@@ -55,6 +57,7 @@ __all__ = [
     "fingerprint",
     "get_strategy",
     "greedy_soup",
+    "list_packaged",
     "list_strategies",
     "load_encoder",
     "merge_lora",
@@ -63,6 +66,7 @@ __all__ = [
     "push_to_hub",
     "register_encoder_scheme",
     "register_hf_task",
+    "register_packaged",
     "register_strategy",
     "resolve_mixed_precision",
     "train_classifier",

@@ -144,8 +144,34 @@ def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], h
     return parser
 
 
-def add_push_verb(verbs: Any) -> None:
-    """``push --model FOLDER --repo-id ID [--private]``: upload an exported folder to the Hub."""
+def add_model_verbs(verbs: Any, task_for: Callable[[str], type], *, evaluate_help: str, predict_help: str,
+                    file_key: str = "file") -> None:
+    """``evaluate``, ``predict``, ``export`` and ``push`` for a domain's tasks.
+
+    ``task_for(folder)`` names the :class:`~transferkit.common.task.TransferTask` class of an export or
+    run folder; each verb calls its ``load(...).evaluate``, ``load(...).predict``, ``from_run(...).save``.
+    """
+
+    def evaluate(args: argparse.Namespace) -> int:
+        a = dataclass_from_args(EvaluateArgs, args)
+        report_evaluation(task_for(a.model).load(a.model).evaluate(a.data, out_dir=a.out), a.out)
+        return 0
+
+    def predict(args: argparse.Namespace) -> int:
+        a = dataclass_from_args(PredictArgs, args)
+        for path, pred in zip(a.files, task_for(a.model).load(a.model).predict(a.files)):
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in pred.items() if k != "scores"}
+            print(json.dumps({file_key: path, **shown}))
+        return 0
+
+    def export(args: argparse.Namespace) -> int:
+        a = dataclass_from_args(ExportArgs, args)
+        print_json({"model": str(task_for(a.run).from_run(a.run).save(a.out))})
+        return 0
+
+    add_verb(verbs, "evaluate", evaluate, evaluate_help, EvaluateArgs)
+    add_verb(verbs, "predict", predict, predict_help, PredictArgs)
+    add_verb(verbs, "export", export, "export the best checkpoint of a training run", ExportArgs)
     add_verb(verbs, "push", _push, "upload an exported folder to the Hugging Face Hub", PushArgs)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +18,29 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+_BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
+def setting(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field with help text and the bounds :func:`check_settings` enforces:
+    ``ge``/``gt``/``le``/``lt`` (a number, or None to skip) and ``choices``."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **rules})
+    return field(default=default, metadata={"help": help, **rules})
+
+
+def check_settings(obj: Any) -> None:
+    """Raise a ``ValueError`` naming the first field of a dataclass that breaks its bounds."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ValueError(f"{f.name} must be one of {tuple(f.metadata['choices'])}, got {value!r}")
+        for key, (ok, word) in _BOUNDS.items():
+            if key in f.metadata and (isinstance(value, float) and math.isnan(value) or not ok(value, f.metadata[key])):
+                raise ValueError(f"{f.name} must be {word} {f.metadata[key]}, got {value!r}")
 
 
 @dataclass
@@ -28,43 +53,31 @@ class TrainConfig:
         0.001
     """
 
-    output_dir: str = field(default="transferkit-run", metadata={"help": "Folder for checkpoints, metrics and exports."})
-    epochs: int = field(default=10, metadata={"help": "Training epochs (the fine-tuning stage for lp_ft)."})
-    batch_size: int = field(default=32, metadata={"help": "Examples per optimizer micro-step on each device."})
-    eval_batch_size: int | None = field(default=None, metadata={"help": "Evaluation batch size (default: 2 x batch_size)."})
-    lr: float = field(default=5e-5, metadata={"help": "Peak learning rate of the encoder."})
-    head_lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of the new head."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases and norms)."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps spent warming the rate up linearly."})
-    grad_accum_steps: int = field(default=1, metadata={"help": "Micro-batches accumulated per optimizer step."})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (None: off)."})
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the cross-entropy loss."})
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPUs, fp32 on CPUs), no, fp16, bf16."})
-    seed: int = field(default=0, metadata={"help": "Seed for the new head's initialisation, shuffling, augmentation and dropout."})
-    num_workers: int | None = field(default=None, metadata={"help": "Data-loading processes (default: 0 on CPU, up to 8 on GPU)."})
-    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many epochs without a better metric."})
-    metric_for_best: str = field(default="accuracy", metadata={"help": "Evaluation metric that selects the best checkpoint."})
-    greater_is_better: bool = field(default=True, metadata={"help": "Whether a larger metric_for_best is better."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    save_checkpoints: bool = field(default=True, metadata={"help": "Write an atomic checkpoint after every epoch."})
-    group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length together."})
-    progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
-    plot: bool = field(default=True, metadata={"help": "Write learning_curve.png beside metrics.jsonl."})
+    output_dir: str = setting("transferkit-run", "Folder for checkpoints, metrics and exports.")
+    epochs: int = setting(10, "Training epochs (the fine-tuning stage for lp_ft).", ge=1)
+    batch_size: int = setting(32, "Examples per optimizer micro-step on each device.", ge=1)
+    eval_batch_size: int | None = setting(None, "Evaluation batch size (default: 2 x batch_size).", ge=1)
+    lr: float = setting(5e-5, "Peak learning rate of the encoder.", gt=0)
+    head_lr: float = setting(1e-3, "Peak learning rate of the new head.", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay (never on biases and norms).", ge=0)
+    warmup_ratio: float = setting(0.1, "Fraction of steps spent warming the rate up linearly.", ge=0, lt=1)
+    grad_accum_steps: int = setting(1, "Micro-batches accumulated per optimizer step.", ge=1)
+    max_grad_norm: float | None = setting(1.0, "Clip the global gradient norm to this (None: off).", gt=0)
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy loss.", ge=0, lt=1)
+    mixed_precision: str = setting("auto", "auto (bf16/fp16 on GPUs, fp32 on CPUs), no, fp16, bf16.", choices=PRECISIONS)
+    seed: int = setting(0, "Seed for the new head's initialisation, shuffling, augmentation and dropout.")
+    num_workers: int | None = setting(None, "Data-loading processes (default: 0 on CPU, up to 8 on GPU).", ge=0)
+    early_stopping_patience: int | None = setting(None, "Stop after this many epochs without a better metric.", ge=1)
+    metric_for_best: str = setting("accuracy", "Evaluation metric that selects the best checkpoint.")
+    greater_is_better: bool = setting(True, "Whether a larger metric_for_best is better.")
+    resume: bool = setting(False, "Continue from the last checkpoint in output_dir.")
+    save_checkpoints: bool = setting(True, "Write an atomic checkpoint after every epoch.")
+    group_by_length: bool = setting(False, "Batch examples of similar length together.")
+    progress: bool = setting(True, "Show tqdm progress bars.")
+    plot: bool = setting(True, "Write learning_curve.png beside metrics.jsonl.")
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "grad_accum_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr <= 0 or self.head_lr <= 0:
-            raise ValueError(f"lr and head_lr must be positive, got lr={self.lr}, head_lr={self.head_lr}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError("early_stopping_patience must be >= 1 or None")
+        check_settings(self)
 
     @property
     def effective_eval_batch_size(self) -> int:

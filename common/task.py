@@ -14,6 +14,7 @@ A subclass (the image and audio classifiers, the speech recognizer) supplies the
 - :attr:`encoder`, :attr:`head` and ``model``: what the strategy freezes or trains, and what the
   trainer trains;
 - :meth:`cached_stage` (optional): the probe stage on cached encoder features;
+- :meth:`predict` and :meth:`evaluate`: what the user and the CLI call on a trained task;
 - :meth:`export` / :meth:`restore`: write and read the model files of an export folder;
 - :meth:`run_meta` / :meth:`from_run_meta`: what :meth:`from_run` needs to rebuild the task.
 """
@@ -137,6 +138,14 @@ class TransferTask(PushToHubMixin):
     @classmethod
     def restore(cls, folder: Path, info: dict[str, Any], **kwargs: Any) -> TransferTask:
         """Rebuild the task from an export folder (its ``transferkit.json`` is ``info``)."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Any, **kwargs: Any) -> list[dict]:
+        """One dict per input (``{"label", "score", "scores"}``, ``{"text"}``)."""
+        raise NotImplementedError
+
+    def evaluate(self, data: Any, *, out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict:
+        """The task's metrics on labelled ``data`` (figures, where the task draws any, go to ``out_dir``)."""
         raise NotImplementedError
 
     def card_data(self) -> dict[str, Any]:

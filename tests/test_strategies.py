@@ -130,9 +130,9 @@ def test_pinned_parameters_stay_frozen_under_every_strategy(name, vit_dir, tmp_p
 
 
 def test_strategy_settings_are_validated_by_their_own_config():
-    with pytest.raises(ValueError, match="r must be at least 1"):
+    with pytest.raises(ValueError, match="r must be >= 1"):
         get_strategy("lora", r=0)
-    with pytest.raises(ValueError, match="decay must be in"):
+    with pytest.raises(ValueError, match="decay must be <= 1"):
         get_strategy("llrd", decay=1.5)
     with pytest.raises(TypeError):
         get_strategy("partial", rank=3)  # no such setting

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferkit.common.cli import (
-    EvaluateArgs,
-    ExportArgs,
-    PredictArgs,
-    add_push_verb,
-    add_verb,
-    dataclass_from_args,
-    print_json,
-    report_evaluation,
-    train_from_args,
-)
+from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
 
 from .transforms import AugmentConfig
 
@@ -35,10 +24,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
     add_verb(verbs, "fit", _fit, "fine-tune an encoder on an image folder / CSV and export the model",
              ImageFitArgs, AugmentConfig, train=True)
-    add_verb(verbs, "evaluate", _evaluate, "accuracy, macro-F1, per-class report and confusion matrix", EvaluateArgs)
-    add_verb(verbs, "predict", _predict, "label and probabilities for each image", PredictArgs)
-    add_verb(verbs, "export", _export, "export the best checkpoint of a training run", ExportArgs)
-    add_push_verb(verbs)
+    add_model_verbs(verbs, _task, evaluate_help="accuracy, macro-F1, per-class report and confusion matrix",
+                    predict_help="label and probabilities for each image", file_key="image")
+
+
+def _task(folder: str) -> type:
+    from .classifier import ImageClassifier
+
+    return ImageClassifier
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -57,31 +50,4 @@ def _fit(args: argparse.Namespace) -> int:
         metrics = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
     folder = clf.save(Path(config.output_dir) / "model", metrics=metrics)
     print_json({"model": str(folder), "metrics": metrics})
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(EvaluateArgs, args)
-    from .classifier import ImageClassifier
-
-    report_evaluation(ImageClassifier.load(args.model).evaluate(args.data, out_dir=args.out), args.out)
-    return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(PredictArgs, args)
-    from .classifier import ImageClassifier
-
-    clf = ImageClassifier.load(args.model)
-    for path, pred in zip(args.files, clf.predict(args.files)):
-        print(json.dumps({"image": path, "label": pred["label"], "score": round(pred["score"], 4)}))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    args = dataclass_from_args(ExportArgs, args)
-    from .classifier import ImageClassifier
-
-    clf = ImageClassifier.from_run(args.run)
-    print_json({"model": str(clf.save(args.out))})
     return 0

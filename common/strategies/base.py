@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, check_settings
 from ..encoders import Encoder
 
 _NO_DECAY_NAMES = ("bias", "norm", "position_embeddings", "cls_token", "pos_embed", "mask_token", "layer_weights")
@@ -22,7 +22,11 @@ _NO_DECAY_NAMES = ("bias", "norm", "position_embeddings", "cls_token", "pos_embe
 
 @dataclass
 class StrategyConfig:
-    """Settings of one strategy. Subclasses add fields with ``metadata={"help": ...}``."""
+    """Settings of one strategy. Subclasses add fields made with :func:`~transferkit.common.config.setting`
+    (help text and bounds); a value out of bounds raises a ``ValueError`` that names the field."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..config import setting
 from .base import Strategy, StrategyConfig, head_groups, split_decay
 from .linear_probe import LinearProbe
 
@@ -20,13 +21,8 @@ class FineTune(Strategy):
 
 @dataclass
 class LPFTConfig(StrategyConfig):
-    probe_epochs: int = field(default=30, metadata={"help": "Epochs of the linear-probe stage (on cached features)."})
-    feature_cache: str | None = field(
-        default=None, metadata={"help": "Folder for cached encoder features (default: <output_dir>/features)."})
-
-    def __post_init__(self) -> None:
-        if self.probe_epochs < 0:
-            raise ValueError(f"probe_epochs must be >= 0, got {self.probe_epochs}")
+    probe_epochs: int = setting(30, "Epochs of the linear-probe stage (on cached features).", ge=0)
+    feature_cache: str | None = setting(None, "Folder for cached encoder features (default: <output_dir>/features).")
 
 
 class LPFT(Strategy):

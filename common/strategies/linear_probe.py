@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..config import setting
 from .base import Strategy, StrategyConfig, head_groups
 
 
 @dataclass
 class LinearProbeConfig(StrategyConfig):
-    epochs: int | None = field(default=None, metadata={"help": "Epochs of the probe (default: the run's epochs)."})
-    feature_cache: str | None = field(
-        default=None, metadata={"help": "Folder for cached encoder features (default: <output_dir>/features)."})
-
-    def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+    epochs: int | None = setting(None, "Epochs of the probe (default: the run's epochs).", ge=1)
+    feature_cache: str | None = setting(None, "Folder for cached encoder features (default: <output_dir>/features).")
 
 
 class LinearProbe(Strategy):

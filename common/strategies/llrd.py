@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..config import setting
 from .base import Strategy, StrategyConfig, head_groups, split_decay
 
 
 @dataclass
 class LLRDConfig(StrategyConfig):
-    decay: float = field(default=0.75, metadata={"help": "Rate multiplier per block going down from the top."})
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+    decay: float = setting(0.75, "Rate multiplier per block going down from the top.", gt=0, le=1)
 
 
 class LLRD(Strategy):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
+from ..config import setting
 from ..encoders import Encoder
 from .base import Strategy, StrategyConfig, head_groups, split_decay
 
@@ -18,17 +19,11 @@ _ATTENTION_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("qkv",), ("q", 
 
 @dataclass
 class LoRAConfig(StrategyConfig):
-    r: int = field(default=16, metadata={"help": "Rank of the update."})
-    alpha: int = field(default=16, metadata={"help": "Scaling numerator (scale = alpha / r)."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapter input."})
-    targets: list[str] | None = field(
-        default=None, metadata={"help": "Module names to adapt (default: attention query/value; on CNNs the pointwise convolutions)."})
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"r must be at least 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    r: int = setting(16, "Rank of the update.", ge=1)
+    alpha: int = setting(16, "Scaling numerator (scale = alpha / r).", gt=0)
+    dropout: float = setting(0.1, "Dropout on the adapter input.", ge=0, lt=1)
+    targets: list[str] | None = setting(
+        None, "Module names to adapt (default: attention query/value; on CNNs the pointwise convolutions).")
 
 
 def lora_targets(encoder: Encoder) -> list[str]:
