@@ -4,6 +4,7 @@ Example:
     >>> from transferkit.audio import AudioClassifier, SpeechRecognizer  # doctest: +SKIP
 """
 
+from . import packaged  # noqa: F401  (registers packaged:speech_embedding and packaged:speaker_encoder)
 from .augment import WaveAugment
 from .classifier import AudioClassifier
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig

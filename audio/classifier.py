@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 
 
 class AudioClassifier(TransferClassifier):
-    """Audio classification by transfer from a pretrained speech encoder (wav2vec2, HuBERT, WavLM...).
+    """Audio classification by transfer from a pretrained audio encoder (wav2vec2, HuBERT, WavLM, AST, Whisper...).
 
-    The encoder is the Hugging Face ``*ForSequenceClassification`` model with its final layer
-    taken out: its projector and mean pooling over the attention mask produce the features, a
-    new linear head classifies them, and export puts the head back so that
-    ``transformers.pipeline("audio-classification")`` loads the folder.
+    The encoder is the Hugging Face audio-classification model with its final layer taken out:
+    what fed that layer are the features (wav2vec2 and Whisper: projector + mean pooling; AST:
+    the LayerNorm of its pooled tokens), a new linear head classifies them, and export puts the
+    head back where the final layer was so that ``transformers.pipeline("audio-classification")``
+    loads the folder.
 
     Args:
         encoder: from :func:`~transferkit.common.load_encoder` (``task="audio"``).
@@ -112,7 +113,7 @@ class AudioClassifier(TransferClassifier):
     def _min_samples(self, training: bool) -> int:
         cfg = self.hf_config
         mask = getattr(cfg, "mask_time_length", 0) if training and getattr(cfg, "mask_time_prob", 0) > 0 else 0
-        return min_input_samples(cfg, mask) if cfg is not None else 0
+        return min_input_samples(cfg, mask, self.encoder.processor) if cfg is not None else 0
 
     def prepare_inputs(self, examples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         n = self._min_samples(False)
@@ -129,6 +130,12 @@ class AudioClassifier(TransferClassifier):
     def labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
         ds = as_audio_dataset(data, self.sampling_rate)
         return ds.waveforms, [str(t) for t in ds.targets]
+
+    def reference(self) -> Any:
+        """MFCC statistics + logistic regression."""
+        from .reference import MfccLogReg
+
+        return MfccLogReg(self.sampling_rate)
 
     def card_data(self) -> dict[str, Any]:
         return super().card_data() | {"sampling rate": f"{self.sampling_rate} Hz"}

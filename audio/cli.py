@@ -49,7 +49,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_verb(verbs, "pretrain", _pretrain, "continue wav2vec2 self-supervised pretraining on unlabelled audio",
              PretrainArgs, PretrainConfig, TrainConfig)
     add_model_verbs(verbs, _task, evaluate_help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",
-                    predict_help="label (classifier) or transcript (recognizer) for each audio file")
+                    predict_help="label (classifier) or transcript (recognizer) for each audio file",
+                    new_task=_new_classifier)
+
+
+def _new_classifier(model: str, train: str):
+    from .classifier import AudioClassifier
+    from .data import as_audio_dataset
+
+    return AudioClassifier.from_pretrained(model, labels=sorted({str(t) for t in as_audio_dataset(train).targets}))
 
 
 def _is_recognizer(folder: str) -> bool:
@@ -65,10 +73,10 @@ def _fit(args: argparse.Namespace) -> int:
 
     inputs = dataclass_from_args(AudioFitArgs, args)
     train = as_audio_dataset(inputs.train)
-    config, strategy = train_from_args(args)
+    config, strategy, search = train_from_args(args)
     clf = AudioClassifier.from_pretrained(inputs.model, labels=inputs.labels or sorted({str(t) for t in train.targets}),
                                           strategy=strategy, config=dataclass_from_args(AudioModelConfig, args))
-    clf.fit(train, eval=inputs.eval, config=config, max_seconds=dataclass_from_args(ClipCrop, args).max_seconds)
+    clf.fit(train, eval=inputs.eval, config=config, max_seconds=dataclass_from_args(ClipCrop, args).max_seconds, **search)
     metrics = None
     if inputs.eval:
         result = clf.evaluate(inputs.eval, out_dir=config.output_dir)
@@ -84,7 +92,7 @@ def _fit_ctc(args: argparse.Namespace) -> int:
 
     inputs = dataclass_from_args(CTCFitArgs, args)
     train = as_audio_dataset(inputs.train)
-    config, strategy = train_from_args(args)
+    config, strategy, _ = train_from_args(args)  # the recognizer has no recipe search
     if not {"metric_for_best", "greater_is_better"} & set(vars(args)):
         config = config.replace(metric_for_best="wer", greater_is_better=False)
     asr = SpeechRecognizer.from_pretrained(inputs.model, transcripts=[str(t) for t in train.targets], strategy=strategy,

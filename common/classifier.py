@@ -180,6 +180,21 @@ class TransferClassifier(TransferTask):
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched)
 
+    def search(self, train, eval=None, *, config, **options):
+        from .search import SEARCH_FIELDS, SearchConfig, run_search
+
+        search = SearchConfig(**{k: options.pop(k) for k in list(options) if k in SEARCH_FIELDS})
+        return run_search(self, train, eval, config=config, search=search, **options)
+
+    def search_space(self, trial: Any, task: TransferClassifier) -> dict[str, Any]:
+        """The domain's own recipe choices for an Optuna ``trial``: ``fit`` keywords to add, or changes
+        made to ``task`` (a copy being tried, e.g. its processor's input size). None by default."""
+        return {}
+
+    def reference(self) -> Any:
+        """The simple reference results sit beside (``fit(examples, labels)``, ``predict(examples)``), or None."""
+        return None
+
     def run_meta(self):
         return {"labels": self.labels}
 
@@ -239,6 +254,8 @@ class TransferClassifier(TransferTask):
         from safetensors.torch import save_model
 
         save_model(self.model, str(folder / "model.safetensors"))
+        if hasattr(self.encoder.processor, "save_pretrained"):  # it may differ from the spec's (a searched input size)
+            self.encoder.processor.save_pretrained(folder)
         return {"labels": self.labels, "encoder_spec": self.encoder.spec, "feature_dim": self.encoder.feature_dim}
 
     @classmethod
@@ -257,7 +274,9 @@ class TransferClassifier(TransferTask):
             if "encoder_spec" not in info:
                 raise FileNotFoundError(f"{folder} is not a transferkit export (no config.json or transferkit.json)")
             spec = encoder if encoder is not None else info["encoder_spec"]
-            clf = cls.rebuild(load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim")), info["labels"], info)
+            enc = load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim"),
+                               processor=_saved_processor(folder, cls.encoder_task))
+            clf = cls.rebuild(enc, info["labels"], info)
             load_model(clf.model, str(folder / "model.safetensors"))
         clf.model.head_trained = True
         return clf
@@ -286,14 +305,23 @@ def train_classifier(model: ClassificationModel, config: TrainConfig, train: Seq
     return task.fit(train, eval, config=config)
 
 
+def _saved_processor(folder: Path, task: str) -> Any:
+    """The processor an export saved beside a non-Hugging-Face encoder, loaded with its task's Auto class."""
+    if not (folder / "preprocessor_config.json").exists():
+        return None
+    import transformers
+
+    from .encoders import HF_TASKS
+
+    return getattr(transformers, HF_TASKS.get(task).processor_class).from_pretrained(folder)
+
+
 def save_hf_classifier(hf: nn.Module, head: nn.Linear, labels: list[str], folder: Path) -> None:
-    """Put the trained head where transformers expects its classifier, save, then take it out again."""
-    *parents, last = hf.config.transferkit_head.split(".")
-    parent = hf
-    for p in parents:
-        parent = getattr(parent, p)
-    identity = parent[int(last)] if last.isdigit() else getattr(parent, last)
-    _set_child(parent, last, head)
+    """Put the trained head where transformers expects its final layer (``config.transferkit_head``,
+    e.g. ``classifier`` or AST's ``classifier.dense``), save, then take it out again."""
+    path = hf.config.transferkit_head
+    identity = hf.get_submodule(path)
+    hf.set_submodule(path, head)
     hf.config.num_labels = len(labels)
     hf.config.id2label = dict(enumerate(labels))
     hf.config.label2id = {name: i for i, name in enumerate(labels)}
@@ -301,18 +329,11 @@ def save_hf_classifier(hf: nn.Module, head: nn.Linear, labels: list[str], folder
         with quiet_transformers():
             hf.save_pretrained(folder, safe_serialization=True)
     finally:
-        _set_child(parent, last, identity)
-
-
-def _set_child(parent: nn.Module, name: str, module: nn.Module) -> None:
-    if name.isdigit():
-        parent[int(name)] = module
-    else:
-        setattr(parent, name, module)
+        hf.set_submodule(path, identity)
 
 
 def hf_head_weights(folder: Path, head_path: str) -> dict[str, torch.Tensor]:
-    """The classifier's weight and bias from an exported Hugging Face folder."""
+    """The weight and bias of the final layer at ``head_path`` (``classifier.dense``) in an exported Hugging Face folder."""
     from safetensors.torch import load_file
 
     state = {}

@@ -22,7 +22,9 @@ from typing import Any
 
 from .config import TrainConfig
 from .registry import DEMOS_GROUP, DOMAINS_GROUP, plugins
+from .search import SEARCH_FIELDS, SearchConfig
 from .strategies import Strategy, get_strategy, list_strategies, pop_strategy_settings, strategy_classes
+from .task import AUTO
 
 
 def _arg_type(tp: Any) -> tuple[Any, dict]:
@@ -89,20 +91,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     as ``--<strategy>-<field>`` (``--lora-r``, ``--llrd-decay``, ``--lp-ft-probe-epochs``)."""
     add_dataclass_arguments(parser, TrainConfig)
     group = parser.add_argument_group("strategy")
-    group.add_argument("--strategy", default="finetune", choices=list_strategies(),
-                       help="What learns (default: finetune).")
+    group.add_argument("--strategy", default="finetune", choices=[*list_strategies(), AUTO],
+                       help="What learns (default: finetune); auto searches the recipe (--time-budget ...).")
     for cls in strategy_classes():
         add_dataclass_arguments(parser, cls.config_class, prefix=cls.name, title=f"strategy {cls.name}")
+    add_dataclass_arguments(parser, SearchConfig, title="strategy auto (recipe search)")
     for name, tp in _LEGACY_STRATEGY_FLAGS.items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=tp, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def train_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Strategy]:
-    """The :class:`TrainConfig` and the configured strategy that the flags describe."""
+def train_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Strategy | str, dict[str, Any]]:
+    """What the training flags describe: the :class:`TrainConfig`, the configured strategy (or ``"auto"``)
+    and, with ``auto``, the recipe search's settings as ``fit`` keywords."""
+    config = dataclass_from_args(TrainConfig, args)
+    if args.strategy == AUTO:
+        return config, AUTO, {f: getattr(args, f) for f in SEARCH_FIELDS if hasattr(args, f)}
     strategy = get_strategy(args.strategy)
     prefixes = tuple(f"{c.name}_" for c in strategy_classes())
     options = {k: v for k, v in vars(args).items() if k.startswith(prefixes) or k in _LEGACY_STRATEGY_FLAGS}
-    return dataclass_from_args(TrainConfig, args), get_strategy(strategy, **pop_strategy_settings(strategy, options))
+    return config, get_strategy(strategy, **pop_strategy_settings(strategy, options)), {}
 
 
 # -- verbs every classifier domain has ----------------------------------------------------------
@@ -144,9 +151,41 @@ def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], h
     return parser
 
 
+@dataclass
+class CurveArgs:
+    model: str = field(metadata={"help": "The pretrained encoder (as for fit --model)."})
+    train: str = field(metadata={"help": "Labelled training data; each point trains on a subset of it."})
+    test: str = field(metadata={"help": "Labelled test data every point is scored on."})
+    out: str = field(metadata={"help": "Folder for curve.md, curve.png, curve.csv and the runs."})
+    budgets: list[str] = field(default_factory=lambda: ["1", "2", "5", "10", "20", "all"],
+                               metadata={"help": "Labelled examples per class ('all': every one)."})
+    strategies: list[str] = field(default_factory=lambda: ["linear_probe", "lp_ft"], metadata={"help": "Strategies to draw."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the subsets and the runs."})
+    reference: bool = field(default=True, metadata={"help": "Draw the simple reference (logistic regression) too."})
+
+
+def add_curve_verb(verbs: Any, new_task: Callable[[str, str], Any]) -> None:
+    """``curve``: accuracy against labels per class for strategies and the reference (``new_task(model, train)``
+    builds the untrained classifier)."""
+
+    def curve(args: argparse.Namespace) -> int:
+        from .curve import label_curve, summarise
+
+        a = dataclass_from_args(CurveArgs, args)
+        budgets = [None if b == "all" else int(b) for b in a.budgets]
+        points = label_curve(new_task(a.model, a.train), a.train, a.test, out_dir=a.out, budgets=budgets,
+                             strategies=a.strategies, seeds=a.seeds, reference=a.reference,
+                             config=dataclass_from_args(TrainConfig, args))
+        print_json({"curve": summarise(points), "plot": str(Path(a.out) / "curve.png")})
+        return 0
+
+    add_verb(verbs, "curve", curve, "accuracy against labelled examples per class, per strategy and the reference",
+             CurveArgs, TrainConfig)
+
+
 def add_model_verbs(verbs: Any, task_for: Callable[[str], type], *, evaluate_help: str, predict_help: str,
-                    file_key: str = "file") -> None:
-    """``evaluate``, ``predict``, ``export`` and ``push`` for a domain's tasks.
+                    file_key: str = "file", new_task: Callable[[str, str], Any] | None = None) -> None:
+    """``evaluate``, ``predict``, ``export`` and ``push`` for a domain's tasks (and ``curve`` with ``new_task``).
 
     ``task_for(folder)`` names the :class:`~transferkit.common.task.TransferTask` class of an export or
     run folder; each verb calls its ``load(...).evaluate``, ``load(...).predict``, ``from_run(...).save``.
@@ -173,6 +212,8 @@ def add_model_verbs(verbs: Any, task_for: Callable[[str], type], *, evaluate_hel
     add_verb(verbs, "predict", predict, predict_help, PredictArgs)
     add_verb(verbs, "export", export, "export the best checkpoint of a training run", ExportArgs)
     add_verb(verbs, "push", _push, "upload an exported folder to the Hugging Face Hub", PushArgs)
+    if new_task is not None:
+        add_curve_verb(verbs, new_task)
 
 
 def _push(args: argparse.Namespace) -> int:

@@ -212,18 +212,32 @@ def _blocks_from_children(module: nn.Module) -> list[EncoderBlock]:
 
 
 def take_head(model: nn.Module) -> tuple[str, int]:
-    """Replace the final linear layer of a classification model with Identity; return (path, in_features)."""
+    """Replace the final linear layer of a classification model with Identity; return (dotted path, in_features).
+
+    The head is the first of ``classifier``, ``head``, ``fc``, ``heads`` that the model has: a
+    Linear, or a module whose last layer with weights is one, found depth first (torchvision's
+    ``Sequential(Dropout, Linear)``, AST's ``classifier`` = ``ASTMLPHead(layernorm, dense)``, timm's
+    ``ClassifierHead``). Only that Linear goes; the layers before it (AST's LayerNorm) stay in the
+    encoder, so the features are what the original final layer read.
+
+    Example:
+        >>> model = nn.Module()
+        >>> model.classifier = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 3), nn.Flatten())
+        >>> take_head(model), model.classifier[1]
+        (('classifier.1', 8), Identity())
+    """
     for name in _HEAD_NAMES:
-        head = getattr(model, name, None)
+        path, head = name, getattr(model, name, None)
+        while isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+            # Trailing layers without weights (Flatten, Dropout, Identity) do not classify.
+            weighted = [(n, c) for n, c in head.named_children() if next(c.parameters(), None) is not None]
+            child, head = weighted[-1] if weighted else (None, None)
+            path = f"{path}.{child}"
         if isinstance(head, nn.Linear):
-            setattr(model, name, nn.Identity())
-            return name, head.in_features
-        if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
-            idx = len(head) - 1
-            in_features = head[idx].in_features
-            head[idx] = nn.Identity()
-            return f"{name}.{idx}", in_features
-    raise ValueError(f"cannot find the classification layer of {type(model).__name__} (looked for {_HEAD_NAMES})")
+            model.set_submodule(path, nn.Identity())
+            return path, head.in_features
+    raise ValueError(f"cannot find the classification layer of {type(model).__name__} (looked for a Linear, "
+                     f"or a module ending in one, under {_HEAD_NAMES})")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -10,7 +11,14 @@ import torch
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU has AVX512-BF16 or AMX: only then is bf16 autocast not a slowdown."""
+    """True when the CPU has AVX512-BF16 or AMX: only then is bf16 autocast not a slowdown.
+
+    ``TRANSFERKIT_CPU_BF16=0`` (or ``1``) overrides the detection, e.g. to time what an AVX2-only
+    machine would run (fp32) on one that has bf16.
+    """
+    forced = os.environ.get("TRANSFERKIT_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -38,6 +38,7 @@ from .strategies import Strategy, get_strategy, has_lora, merge_lora, pop_strate
 from .trainer import EvalFn, LossFn, Trainer, TrainResult
 
 RUN_FILE = "transferkit-run.json"
+AUTO = "auto"  # strategy="auto": search the recipe (see transferkit.common.search)
 INFO_FILE = "transferkit.json"
 _LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -79,8 +80,8 @@ class TransferTask(PushToHubMixin):
     """Base class of every transfer task; see the module docstring for the hooks a subclass supplies.
 
     Args:
-        strategy: a registered strategy's name, or a :class:`~transferkit.common.Strategy`
-            instance (registered or not) with its settings.
+        strategy: a registered strategy's name, a :class:`~transferkit.common.Strategy` instance
+            (registered or not) with its settings, or ``"auto"`` to search the recipe.
     """
 
     #: the pipeline tag (``"image-classification"``) and the model card's task
@@ -88,9 +89,11 @@ class TransferTask(PushToHubMixin):
     model: nn.Module
 
     def __init__(self, strategy: str | Strategy = "finetune") -> None:
-        self.strategy = get_strategy(strategy)  # fail now, not after loading data
+        self.strategy = get_strategy("finetune")
+        self._set_strategy(strategy)  # fail now, not after loading data
         self.results: dict[str, TrainResult] = {}
         self.train_info: dict[str, Any] = {}
+        self.recipe_info: dict[str, Any] = {}  # what a recipe search chose, for the run file and model card
 
     # -- hooks -----------------------------------------------------------------------------------
     @property
@@ -149,8 +152,8 @@ class TransferTask(PushToHubMixin):
         raise NotImplementedError
 
     def card_data(self) -> dict[str, Any]:
-        """Lines of the model card about the data."""
-        return {k: v for k, v in self.train_info.items() if k.endswith("examples")}
+        """Lines of the model card about the data (and the recipe a search chose)."""
+        return {k: v for k, v in self.train_info.items() if k.endswith("examples") or k == "recipe"}
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None, **options: Any) -> dict[str, TrainResult]:
@@ -163,16 +166,30 @@ class TransferTask(PushToHubMixin):
         config = config or self.default_config()
         options = {**{k: v for k, v in config.legacy.items() if k != "strategy"}, **options}
         config = config.replace(**{k: options.pop(k) for k in list(options) if k in _LOOP_FIELDS})
+        if "strategy" in options:  # fit(..., strategy="lora") or strategy="auto"
+            self._set_strategy(options.pop("strategy"))
+        if self.auto:
+            return self.search(train, eval, config=config, **options)
         settings = pop_strategy_settings(self.strategy, options)
         if settings:
             self.strategy = get_strategy(self.strategy, **settings)
+        callbacks = options.pop("callbacks", ())
         data = self.training_data(train, eval, config, **options)
-        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy.name, **data.info}
-        self.results = self._run_stages(config, data)
+        self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy.name, **self.recipe_info, **data.info}
+        self.results = self._run_stages(config, data, callbacks)
         self._write_run_file(config)
         return self.results
 
-    def _run_stages(self, config: TrainConfig, data: TrainingData) -> dict[str, TrainResult]:
+    def _set_strategy(self, strategy: str | Strategy) -> None:
+        self.auto = strategy == AUTO
+        if not self.auto:
+            self.strategy = get_strategy(strategy)
+
+    def search(self, train: Any, eval: Any = None, *, config: TrainConfig, **options: Any) -> dict[str, TrainResult]:
+        """``strategy="auto"``: pick the recipe on a dev split of ``train``, then train it (classifiers)."""
+        raise NotImplementedError(f"{type(self).__name__} has no recipe search; pass a strategy")
+
+    def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = ()) -> dict[str, TrainResult]:
         stages = self.strategy.stages()
         run_dir = Path(config.output_dir)
         results: dict[str, TrainResult] = {}
@@ -180,7 +197,7 @@ class TransferTask(PushToHubMixin):
             cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
             groups = stage.param_groups(self.encoder, self.head, cfg)
             cached = self.cached_stage(stage, data, cfg, run_dir) if stage.uses_feature_cache else None
-            trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups,
+            trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,
                               evaluate=self.eval_fn() if data.eval is not None else None,
                               run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),
                                         "base_model": str(self.encoder.spec), **self.run_meta()})

@@ -332,6 +332,7 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         params = [p for g in self.param_groups for p in g["params"]]
         model.train()
+        _freeze_frozen_norm_statistics(model)
         t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
                    leave=False, dynamic_ncols=True)
@@ -372,6 +373,10 @@ class Trainer:
 
     def _evaluate(self, model: nn.Module, loader: DataLoader | None) -> dict:
         model.eval()
+        if loader is not None:
+            # Batches are collated outside autocast, as in training: a torch feature extractor in the
+            # collate function (AST's Kaldi fbank, Whisper's STFT) fails or loses precision in bf16.
+            loader = _OutsideAutocast(loader, self.accelerator.device.type)
         with torch.no_grad(), self.accelerator.autocast():
             if self.evaluate_fn is not None:
                 metrics = self.evaluate_fn(model, loader)
@@ -419,6 +424,35 @@ class Trainer:
                     n += 1
         if n:
             log.info("cast %d half-precision trainable tensors to fp32 for mixed-precision training", n)
+
+
+def _freeze_frozen_norm_statistics(model: nn.Module) -> None:
+    """Batch norms whose weights a strategy froze keep their running statistics too (eval mode): a
+    frozen body must not drift towards the new data's statistics while its weights stay put."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            own = list(m.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                m.eval()
+
+
+class _OutsideAutocast:
+    """A loader whose batches are fetched (and collated) with autocast off, for use inside an autocast block."""
+
+    def __init__(self, loader: Any, device_type: str) -> None:
+        self.loader, self.device_type = loader, device_type
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            with torch.autocast(self.device_type, enabled=False):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
 
 
 def _rng_state() -> dict:

@@ -1,6 +1,7 @@
-"""The vision part of ``transferkit demo``: real handwritten digits, offline, a few CPU-minutes.
+"""The vision part of ``transferkit demo``: real photos through a real ImageNet encoder (where the
+photos are on this machine, see :mod:`transferkit.demos.photos`), then real handwritten digits.
 
-A small ViT is pretrained on digits 0-4, saved in Hugging Face format, loaded back through
+On the digits, a small ViT is pretrained on digits 0-4, saved in Hugging Face format, loaded back through
 ``from_pretrained`` and transferred to the unseen digits 5-9 with 10 labels per class and with
 all labels, under every strategy, beside a from-scratch ViT and logistic regression on pixels.
 """
@@ -17,6 +18,7 @@ from transferkit.common import TrainConfig, greedy_soup, merge_lora
 from transferkit.common.report import markdown_table, plot_bars
 from transferkit.common.strategies import has_lora
 from transferkit.demos.digits import AUGMENT, SOURCE, TARGET, digits_as_images, split_target, tiny_vit_folder
+from transferkit.demos.photos import run_photos
 from transferkit.vision import ImageClassifier
 
 __all__ = ["RECIPES", "run_demo"]
@@ -51,6 +53,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, quick: bool = False) -> str:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    photos = run_photos(out, seed=seed, quick=quick)
     t_start = time.perf_counter()
     X, y = digits_as_images()
     src = np.flatnonzero(np.isin(y, SOURCE))
@@ -144,5 +147,9 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, quick: bool = False) -> str:
         f"Greedy soup ingredients kept: {', '.join(r['regime'] + ': ' + r['soup ingredients'] for r in rows)}. "
         f"Total {total:.0f}s. Plot: `transfer_accuracy.png`.",
     ])
+    if photos is None:
+        photos = ("## Vision: real photos\n\nSkipped: the ants-vs-bees photos are not on this machine "
+                  "(`../shared/data/hymenoptera`, or set `TRANSFERKIT_DEMO_PHOTOS`).")
+    section = photos + "\n\n" + section
     (out / "report.md").write_text(section + "\n")
     return section

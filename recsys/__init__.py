@@ -1,18 +1,24 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
-from .baselines import popularity, random_tables
+from .base import Recommender
+from .baselines import item_popularity, popularity, random_tables
+from .blend import PopularityBlend, fit_blend
 from .config import (
     ALSConfig,
+    BlendConfig,
     BPRConfig,
+    ConfidenceConfig,
+    EASEConfig,
     EvaluateConfig,
     FactorizationConfig,
     InteractionColumns,
+    ItemKNNConfig,
     LMFConfig,
     RecommendConfig,
     WarmStartConfig,
 )
 from .content import ContentMapper, embed_texts
-from .data import Interactions, Split, confidence, leave_k_out, random_split, split_by_time
+from .data import Interactions, confidence, decay
 from .metrics import (
     auc,
     coverage_at_k,
@@ -23,9 +29,12 @@ from .metrics import (
     precision_at_k_implicit,
     recall_at_k,
 )
+from .neighbors import EASE, ItemKNN
 from .pretrain import pretrain
+from .splits import Split, dev_split, half_known_split, leave_k_out, random_split, split_by_time
 from .tables import EmbeddingTables
 from .transfer import align, cross_domain, fold_in_users, reindex, warm_start
+from .tuning import DevSelection, dev_trials, select_on_dev
 
 
 def __getattr__(name: str):
@@ -40,14 +49,23 @@ def __getattr__(name: str):
 __all__ = [
     "ALSConfig",
     "BPRConfig",
+    "BlendConfig",
+    "ConfidenceConfig",
     "ContentMapper",
+    "DevSelection",
+    "EASE",
+    "EASEConfig",
     "EmbeddingModel",
     "EmbeddingTables",
     "EvaluateConfig",
     "FactorizationConfig",
     "InteractionColumns",
     "Interactions",
+    "ItemKNN",
+    "ItemKNNConfig",
     "LMFConfig",
+    "PopularityBlend",
+    "Recommender",
     "RecommendConfig",
     "Split",
     "WarmStartConfig",
@@ -56,9 +74,15 @@ __all__ = [
     "confidence",
     "coverage_at_k",
     "cross_domain",
+    "decay",
+    "dev_split",
+    "dev_trials",
     "embed_texts",
     "evaluate",
+    "fit_blend",
     "fold_in_users",
+    "half_known_split",
+    "item_popularity",
     "leave_k_out",
     "map_at_k",
     "ndcg_at_k",
@@ -70,6 +94,7 @@ __all__ = [
     "random_tables",
     "recall_at_k",
     "reindex",
+    "select_on_dev",
     "split_by_time",
     "warm_start",
 ]

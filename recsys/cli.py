@@ -1,9 +1,10 @@
 """Recommendation: pretrain, warm-start, recommend, evaluate and push embedding tables.
 
 Every option is a dataclass field: the files a verb reads and writes (``PretrainArgs`` ...), and its
-settings from :mod:`transferkit.recsys.config` (``InteractionColumns``, the model configs,
-``WarmStartConfig``, ``RecommendConfig``, ``EvaluateConfig``), so the command line and the Python
-API never drift apart. ``push`` is the common verb: ``--model`` names the tables folder.
+settings from :mod:`transferkit.recsys.config` (``InteractionColumns``, ``ConfidenceConfig``, the
+model configs - implicit's factorisations and the item-item models - ``WarmStartConfig``,
+``RecommendConfig``, ``EvaluateConfig``), so the command line and the Python API never drift apart.
+``push`` is the common verb: ``--model`` names the tables folder.
 """
 
 from __future__ import annotations
@@ -16,34 +17,42 @@ from pathlib import Path
 
 from transferkit.common.cli import add_dataclass_arguments, add_verb, dataclass_from_args, print_json
 
+from .base import Recommender
 from .config import (
+    ITEM_ITEM_CONFIGS,
     MODEL_CONFIGS,
+    ConfidenceConfig,
     EvaluateConfig,
     FactorizationConfig,
     InteractionColumns,
     RecommendConfig,
     WarmStartConfig,
 )
-from .data import Interactions
+from .data import Interactions, confidence
 from .metrics import evaluate
+from .neighbors import EASE, ItemKNN, load_item_item
 from .pretrain import pretrain
 from .tables import EmbeddingTables
 from .transfer import warm_start
 
+ALL_MODELS = {**MODEL_CONFIGS, **ITEM_ITEM_CONFIGS}
+
 DATA_HELP = "Interactions: CSV or parquet, one event per row."
-TABLES_HELP = "Folder written by pretrain or warm-start."
+TABLES_HELP = "Folder written by pretrain or warm-start (tables, or an item-item model)."
 
 
 # -- what each verb reads and writes (its settings are the configs of transferkit.recsys.config) ----
 @dataclass
 class PretrainArgs:
     data: str = field(metadata={"help": DATA_HELP})
-    out: str = field(metadata={"help": "Folder for tables.safetensors, tables.json, config.json, README.md."})
-    model: str = field(default="als", metadata={"help": f"Which implicit model: {', '.join(MODEL_CONFIGS)}."})
+    out: str = field(metadata={"help": "Folder for the model files (tables or neighbors), config.json, README.md."})
+    model: str = field(default="als", metadata={
+        "help": f"Which model: {', '.join(MODEL_CONFIGS)} (implicit's factorisations, saved as tables) or "
+                f"{', '.join(ITEM_ITEM_CONFIGS)} (item-item)."})
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_CONFIGS:
-            raise ValueError(f"model must be one of {', '.join(MODEL_CONFIGS)}, got {self.model!r}")
+        if self.model not in ALL_MODELS:
+            raise ValueError(f"model must be one of {', '.join(ALL_MODELS)}, got {self.model!r}")
 
 
 @dataclass
@@ -51,6 +60,8 @@ class WarmStartArgs:
     tables: str = field(metadata={"help": "Folder written by pretrain."})
     data: str = field(metadata={"help": "New-period interactions: CSV or parquet, one event per row."})
     out: str = field(metadata={"help": "Folder for the new tables."})
+    history: str | None = field(default=None, metadata={
+        "help": "Old-period interactions (same columns), trained on at --old-weight (needed when it is > 0)."})
 
 
 @dataclass
@@ -78,8 +89,8 @@ class EvaluateArgs:
 
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
-    pre = add_verb(verbs, "pretrain", _pretrain, "factorise interactions with implicit and save the tables",
-                   PretrainArgs, InteractionColumns)
+    pre = add_verb(verbs, "pretrain", _pretrain, "fit a model (implicit's factorisations, item-item, EASE) and save it",
+                   PretrainArgs, InteractionColumns, ConfidenceConfig)
     _add_model_arguments(pre)
     warm = add_verb(verbs, "warm-start", _warm, "continue pretrained tables on new-period interactions",
                     WarmStartArgs, InteractionColumns, WarmStartConfig)
@@ -103,19 +114,19 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, FactorizationConfig)
     shared = set(_field_names(FactorizationConfig))
     seen = set(shared)
-    for cls in MODEL_CONFIGS.values():
+    for cls in ALL_MODELS.values():
         add_dataclass_arguments(parser, cls, skip=seen)
         seen.update(_field_names(cls))
     lines = [f"  {model}: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cls()).items() if k not in shared)
-             for model, cls in MODEL_CONFIGS.items()]
+             for model, cls in ALL_MODELS.items()]
     parser.epilog = "defaults of the model settings, per --model:\n" + "\n".join(lines)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def _model_config(args: argparse.Namespace) -> FactorizationConfig:
+def _model_config(args: argparse.Namespace):
     model = dataclass_from_args(PretrainArgs, args).model
-    cls = MODEL_CONFIGS[model]
-    stray = [name for other in MODEL_CONFIGS.values() for name in _field_names(other)
+    cls = ALL_MODELS[model]
+    stray = [name for other in (FactorizationConfig, *ALL_MODELS.values()) for name in _field_names(other)
              if name in vars(args) and name not in _field_names(cls)]
     if stray:
         flags = ", ".join(sorted({"--" + name.replace("_", "-") for name in stray}))
@@ -127,26 +138,45 @@ def _read(path: str, args: argparse.Namespace) -> Interactions:
     return Interactions.from_frame(path, **dataclasses.asdict(dataclass_from_args(InteractionColumns, args)))
 
 
-def _save(tables: EmbeddingTables, io: PretrainArgs | WarmStartArgs, args: argparse.Namespace,
-          config: FactorizationConfig | WarmStartConfig) -> None:
-    """Tables, model card and the resolved settings (``config.json``) in ``io.out``."""
-    tables.save(io.out)
-    tables.write_card(io.out)
+def _load(folder: str) -> Recommender:
+    """Tables or an item-item model, whichever ``folder`` holds."""
+    return load_item_item(folder) if (Path(folder) / "neighbors.json").exists() else EmbeddingTables.load(folder)
+
+
+def _save(model: Recommender, io: PretrainArgs | WarmStartArgs, args: argparse.Namespace, config,
+          weighting: ConfidenceConfig | None = None) -> None:
+    """The model, its card (tables) and the resolved settings (``config.json``) in ``io.out``."""
+    model.save(io.out)
+    if isinstance(model, EmbeddingTables):
+        model.write_card(io.out)
     resolved = {"config": type(config).__name__, **dataclasses.asdict(config),
+                **(dataclasses.asdict(weighting) if weighting else {}),
                 "columns": dataclasses.asdict(dataclass_from_args(InteractionColumns, args)), **dataclasses.asdict(io)}
     (Path(io.out) / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    print_json({"tables": io.out, "users": len(tables.user_ids), "items": len(tables.item_ids)})
+    print_json({"tables": io.out, "users": len(model.user_ids), "items": len(model.item_ids)})
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     io, config = dataclass_from_args(PretrainArgs, args), _model_config(args)
-    _save(pretrain(_read(io.data, args), config=config, show_progress=True), io, args, config)
+    weighting = dataclass_from_args(ConfidenceConfig, args)
+    inter = _read(io.data, args)
+    if weighting.confidence != "none" or weighting.half_life is not None:
+        inter = confidence(inter, weighting.confidence, half_life=weighting.half_life)
+    if io.model in ITEM_ITEM_CONFIGS:
+        model = (EASE if io.model == "ease" else ItemKNN)(config).fit(inter)
+    else:
+        model = pretrain(inter, config=config, show_progress=True)
+    _save(model, io, args, config, weighting)
     return 0
 
 
 def _warm(args: argparse.Namespace) -> int:
     io, config = dataclass_from_args(WarmStartArgs, args), dataclass_from_args(WarmStartConfig, args)
-    _save(warm_start(EmbeddingTables.load(io.tables), _read(io.data, args), config=config), io, args, config)
+    if config.old_weight > 0 and io.history is None:
+        raise ValueError("--old-weight > 0 trains on the old period's events: pass them with --history")
+    history = _read(io.history, args) if io.history else None
+    tables = warm_start(EmbeddingTables.load(io.tables), _read(io.data, args), history=history, config=config)
+    _save(tables, io, args, config)
     return 0
 
 
@@ -154,7 +184,7 @@ def _recommend(args: argparse.Namespace) -> int:
     io, config = dataclass_from_args(RecommendArgs, args), dataclass_from_args(RecommendConfig, args)
     users = [int(u) for u in io.users] if io.int_ids else io.users
     history = _read(io.history, args) if io.history else None
-    ids, scores = EmbeddingTables.load(io.tables).recommend(
+    ids, scores = _load(io.tables).recommend(
         users, N=config.n, filter_seen=config.filter_seen and history is not None, history=history,
         unknown="cold_start" if config.cold_start else "error",
     )
@@ -165,7 +195,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     io, config = dataclass_from_args(EvaluateArgs, args), dataclass_from_args(EvaluateConfig, args)
-    result = evaluate(EmbeddingTables.load(io.tables), _read(io.train, args), _read(io.test, args),
+    result = evaluate(_load(io.tables), _read(io.train, args), _read(io.test, args),
                       **dataclasses.asdict(config), unknown="cold_start", split={"split": "given (--train/--test)"})
     print_json(result)
     return 0

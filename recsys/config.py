@@ -1,4 +1,5 @@
-"""Configs of the recsys verbs: one per implicit model (PEFT-style), warm start, recommend, evaluate.
+"""Configs of the recsys verbs: one per implicit model (PEFT-style), the item-item models, warm start,
+the popularity blend, recommend, evaluate.
 
 Every field has a default and help text; the CLI is generated from these classes, and
 ``__post_init__`` rejects a bad value with a ``ValueError`` that names the field.
@@ -15,9 +16,14 @@ from typing import Any, ClassVar
 __all__ = [
     "ALSConfig",
     "BPRConfig",
+    "BlendConfig",
+    "ConfidenceConfig",
+    "EASEConfig",
     "EvaluateConfig",
     "FactorizationConfig",
+    "ITEM_ITEM_CONFIGS",
     "InteractionColumns",
+    "ItemKNNConfig",
     "LMFConfig",
     "MODEL_CONFIGS",
     "RecommendConfig",
@@ -159,9 +165,121 @@ class WarmStartConfig:
     keep_old: bool = field(default=True, metadata={"help": "Keep users/items absent from the new data (rows unchanged)."})
     seed: int = field(default=0, metadata={"help": "Random state of implicit's sampling."})
     num_threads: int = field(default=0, metadata={"help": "implicit's threads (0 = all cores); BLAS holds 1 meanwhile."})
+    old_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the old period's events (the tables' own training events) in the warm start: "
+                "0 trains on the new events only, 1 counts them as much as new ones."})
+    half_life: float | None = field(default=None, metadata={
+        "help": "Decay every training event by 0.5 ** (age / half_life), age from the newest event, in the "
+                "time column's units (seconds for datetimes: 1209600 = 14 days); None: no decay."})
 
     def __post_init__(self) -> None:
-        _check_at_least(self, 0, "iterations", "seed", "num_threads")
+        _check_at_least(self, 0, "iterations", "seed", "num_threads", "old_weight")
+        if self.half_life is not None:
+            _check_positive(self, "half_life")
+
+
+@dataclass
+class ConfidenceConfig:
+    """How raw weights become training confidences (:func:`~transferkit.recsys.confidence`).
+
+    Example:
+        >>> ConfidenceConfig(confidence="bm25", half_life=1209600.0).half_life
+        1209600.0
+    """
+
+    confidence: str = field(default="none", metadata={"help": "Weighting scheme: none, linear, log, bm25."})
+    half_life: float | None = field(default=None, metadata={
+        "help": "Decay each event by 0.5 ** (age / half_life), age from the newest event, in the time column's "
+                "units (seconds for datetimes: 1209600 = 14 days); needs --time. None: no decay."})
+
+    def __post_init__(self) -> None:
+        if self.confidence not in CONFIDENCE_SCHEMES:
+            raise ValueError(f"confidence must be one of {', '.join(CONFIDENCE_SCHEMES)}, got {self.confidence!r}")
+        if self.half_life is not None:
+            _check_positive(self, "half_life")
+
+
+CONFIDENCE_SCHEMES = ("none", "linear", "log", "bm25")
+NEIGHBOUR_KINDS = ("cosine", "bm25", "tfidf")
+
+
+@dataclass
+class ItemKNNConfig:
+    """Item-item nearest neighbours through implicit (``CosineRecommender``, ``BM25Recommender``,
+    ``TFIDFRecommender``): score(u, i) = sum of the similarities of i to the items u has.
+
+    Example:
+        >>> ItemKNNConfig(kind="bm25", neighbors=50).kind
+        'bm25'
+    """
+
+    kind: str = field(default="cosine", metadata={"help": f"Similarity: {', '.join(NEIGHBOUR_KINDS)}."})
+    neighbors: int = field(default=20, metadata={"help": "Neighbours kept per item (implicit's K)."})
+    bm25_k1: float = field(default=1.2, metadata={"help": "BM25 term saturation (kind=bm25; implicit's K1)."})
+    bm25_b: float = field(default=0.75, metadata={"help": "BM25 length normalisation in [0, 1] (kind=bm25; implicit's B)."})
+    num_threads: int = field(default=0, metadata={"help": "implicit's threads (0 = all cores); BLAS holds 1 meanwhile."})
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEIGHBOUR_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(NEIGHBOUR_KINDS)}, got {self.kind!r}")
+        _check_at_least(self, 1, "neighbors")
+        _check_at_least(self, 0, "num_threads", "bm25_k1")
+        if not 0.0 <= self.bm25_b <= 1.0:
+            raise ValueError(f"bm25_b must be in [0, 1], got {self.bm25_b!r}")
+
+
+@dataclass
+class EASEConfig:
+    """EASE (Steck 2019): the closed-form item-item model ``B = I - P / diag(P)``, ``P = (X'X + lambda I)^-1``.
+
+    Example:
+        >>> EASEConfig().regularization
+        500.0
+    """
+
+    regularization: float = field(default=500.0, metadata={
+        "help": "lambda, the L2 penalty on the item-item weights (Steck's value for MovieLens 20M)."})
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "regularization")
+
+
+# the item-item models, by the name ``--model`` takes
+ITEM_ITEM_CONFIGS: dict[str, type] = {"itemknn": ItemKNNConfig, "ease": EASEConfig}
+
+
+@dataclass
+class BlendConfig:
+    """What the popularity blend may choose from, on a dev slice cut from the end of the training period.
+
+    score = z(model) + weight * z(prior), each z-scored over the items per user; users the model has
+    no signal for (no history at all) get the prior alone. The prior is recent popularity.
+
+    Example:
+        >>> BlendConfig(weights=[0.0, 1.0]).dev_fraction
+        0.1
+    """
+
+    weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], metadata={
+        "help": "Candidate weights of the popularity prior (0: the model alone)."})
+    half_lives: list[float] = field(default_factory=lambda: [7 * 86400.0, 14 * 86400.0, 30 * 86400.0, 60 * 86400.0],
+                                    metadata={"help": "Candidate half-lives of the prior, in the time column's units "
+                                                      "(default: 7, 14, 30, 60 days in seconds)."})
+    min_weights: list[float] = field(default_factory=lambda: [0.0], metadata={
+        "help": "Candidate thresholds: only events with weight >= this count toward the prior."})
+    dev_fraction: float = field(default=0.1, metadata={"help": "Share of the training events (the latest) used as dev."})
+
+    def __post_init__(self) -> None:
+        for name in ("weights", "half_lives", "min_weights"):
+            values = list(getattr(self, name))
+            if not values:
+                raise ValueError(f"{name} must list at least one candidate")
+            if any(not v >= 0 for v in values):
+                raise ValueError(f"{name} must be >= 0, got {values}")
+        if any(not v > 0 for v in self.half_lives):
+            raise ValueError(f"half_lives must be > 0, got {self.half_lives}")
+        if not 0.0 < self.dev_fraction < 0.5:
+            raise ValueError(f"dev_fraction must be in (0, 0.5), got {self.dev_fraction!r}")
 
 
 @dataclass

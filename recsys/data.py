@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Interactions", "Split", "confidence", "leave_k_out", "random_split", "split_by_time"]
+__all__ = ["Interactions", "confidence", "decay"]
 
 
 def _id_kind(value: Any) -> str:
@@ -270,16 +270,55 @@ class Interactions(IdSpaces):
 
 
 # -- confidence weighting ---------------------------------------------------------------------------
-def confidence(inter: Interactions, scheme: str = "bm25", **params: float) -> Interactions:
-    """Re-weight interactions into ALS confidences.
+def _duration(value: Any, name: str) -> float:
+    """A positive span in the time column's units: a number, or a timedelta / "14D" (-> seconds)."""
+    if isinstance(value, (str, pd.Timedelta)) or hasattr(value, "total_seconds"):
+        value = pd.Timedelta(value).total_seconds()
+    value = float(value)
+    if not value > 0:  # also false for NaN
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def decay(times: np.ndarray, half_life: Any, now: Any = None) -> np.ndarray:
+    """Exponential time decay ``0.5 ** ((now - t) / half_life)``: 1 at ``now``, 1/2 one half-life before.
+
+    Args:
+        times: event times (seconds for datetime columns, as :class:`Interactions` stores them).
+        half_life: in the same units, or a timedelta / string such as ``"14D"`` (read as seconds).
+        now: the reference time (default: the latest event).
+
+    Example:
+        >>> decay(np.array([0.0, 10.0, 20.0]), half_life=10).tolist()
+        [0.25, 0.5, 1.0]
+    """
+    half_life = _duration(half_life, "half_life")
+    times = np.asarray(times, dtype=np.float64)
+    now = float(times.max()) if now is None else float(_to_seconds([now])[0])
+    late = int((times > now).sum())
+    if late:
+        raise ValueError(f"{late} events are later than now={now}: pass a later now, or drop those events")
+    return 0.5 ** ((now - times) / half_life)
+
+
+def confidence(inter: Interactions, scheme: str = "bm25", half_life: Any = None, now: Any = None,
+               **params: float) -> Interactions:
+    """Re-weight interactions into ALS confidences, optionally decayed by age.
 
     Schemes:
         ``"bm25"``: BM25 term weighting (k1=100, b=0.8 by default): damps heavy users and very
         popular items. ``"log"``: ``1 + alpha * log(1 + w / eps)`` (Hu, Koren & Volinsky 2008).
-        ``"linear"``: ``alpha * w``.
+        ``"linear"``: ``alpha * w``. ``"none"``: the weights as they are (for decay alone).
+
+    With ``half_life`` every weight is then multiplied by :func:`decay` of its event's time: an event
+    one half-life older than ``now`` (default: the latest event) counts half as much. In a new period
+    what is recent matters; the old period still teaches, at a discount. A (user, item) pair summed
+    from repeated events decays from its latest one (the time :class:`Interactions` keeps).
     """
     w = inter.weights.astype(np.float64)
-    if scheme == "linear":
+    if scheme == "none":
+        new = w
+    elif scheme == "linear":
         new = params.get("alpha", 1.0) * w
     elif scheme == "log":
         new = 1.0 + params.get("alpha", 1.0) * np.log1p(w / params.get("eps", 1.0))
@@ -293,72 +332,23 @@ def confidence(inter: Interactions, scheme: str = "bm25", **params: float) -> In
         norm = (1.0 - b) + b * length / max(length[length > 0].mean(), 1e-12)
         new = w * (k1 + 1.0) / (k1 * norm[inter.users] + w) * idf[inter.items]
     else:
-        raise ValueError(f"unknown confidence scheme {scheme!r}: use 'bm25', 'log' or 'linear'")
-    return inter.with_weights(new, confidence=scheme)
+        raise ValueError(f"unknown confidence scheme {scheme!r}: use 'bm25', 'log', 'linear' or 'none'")
+    info = {"confidence": scheme}
+    if half_life is not None:
+        if inter.times is None:
+            raise ValueError("half_life needs timestamps: build Interactions with time='<column>'")
+        new = new * decay(inter.times, half_life, now)
+        info["half_life"] = _duration(half_life, "half_life")
+    return inter.with_weights(new, **info)
 
 
-# -- splits -------------------------------------------------------------------------------------------
-@dataclass
-class Split:
-    """A train/test pair in one id space and how it was made (recorded beside every result)."""
-
-    train: Interactions
-    test: Interactions
-    info: dict
-
-    def __iter__(self):  # allows ``train, test = split_by_time(...)``
-        return iter((self.train, self.test))
+_MOVED_TO_SPLITS = ("Split", "split_by_time", "random_split", "leave_k_out")
 
 
-def split_by_time(
-    inter: Interactions, test_fraction: float = 0.2, cutoff: float | None = None
-) -> Split:
-    """Events at or after ``cutoff`` (default: the ``1 - test_fraction`` time quantile) go to test."""
-    if inter.times is None:
-        raise ValueError("split_by_time needs timestamps: build Interactions with time='<column>'")
-    if cutoff is None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        cutoff = float(np.quantile(inter.times, 1.0 - test_fraction))
-    elif not isinstance(cutoff, (int, float, np.floating, np.integer)):
-        cutoff = float(_to_seconds([cutoff])[0])
-    test = inter.times >= cutoff
-    info = {"split": "time", "cutoff": float(cutoff), "seed": None}
-    return Split(inter.subset(~test), inter.subset(test), info)
+def __getattr__(name: str):
+    # The splits moved to transferkit.recsys.splits; the old import path keeps working.
+    if name in _MOVED_TO_SPLITS:
+        from . import splits
 
-
-def random_split(inter: Interactions, test_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Each event goes to test with probability ``test_fraction`` (exact count, seeded)."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(inter), dtype=bool)
-    test[rng.permutation(len(inter))[: int(round(test_fraction * len(inter)))]] = True
-    info = {"split": "random", "test_fraction": test_fraction, "seed": seed}
-    return Split(inter.subset(~test), inter.subset(test), info)
-
-
-def leave_k_out(inter: Interactions, k: int = 1, seed: int = 0, by_time: bool = False) -> Split:
-    """Hold out ``k`` events per user (random, or the latest with ``by_time``).
-
-    Users with ``k`` or fewer events stay whole in train (logged): holding out all of a user's
-    history would leave nothing to recommend from.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if by_time and inter.times is None:
-        raise ValueError("by_time=True needs timestamps: build Interactions with time='<column>'")
-    rng = np.random.default_rng(seed)
-    # sort by user, then by a per-event key (time, or a random number), and take the last k per user
-    key = inter.times if by_time else rng.random(len(inter))
-    order = np.lexsort((key, inter.users))
-    counts = inter.user_counts()
-    ends = np.cumsum(counts)
-    rank_from_end = ends[inter.users[order]] - np.arange(len(order))  # 1 for each user's last event
-    test = np.zeros(len(inter), dtype=bool)
-    test[order] = (rank_from_end <= k) & (counts[inter.users[order]] > k)
-    skipped = int(((counts > 0) & (counts <= k)).sum())
-    if skipped:
-        log.info("leave_k_out: %d users with <= %d events kept whole in train", skipped, k)
-    info = {"split": f"leave_{k}_out" + ("_latest" if by_time else ""), "seed": None if by_time else seed}
-    return Split(inter.subset(~test), inter.subset(test), info)
+        return getattr(splits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .config import WarmStartConfig, model_config, reject_mixed
-from .data import Interactions, id_index
+from .data import Interactions, _duration, confidence, id_index
 from .foldin import solve_rows
 from .pretrain import IterationCallback, fit_tables
 from .tables import BIAS_COLUMNS, EmbeddingTables
@@ -144,6 +144,9 @@ def warm_start(
     keep_old: bool = True,
     seed: int = 0,
     num_threads: int = 0,
+    old_weight: float = 0.0,
+    half_life: Any = None,
+    history: Interactions | None = None,
     callback: IterationCallback | None = None,
     config: WarmStartConfig | None = None,
     **hyperparameters: Any,
@@ -151,10 +154,17 @@ def warm_start(
     """Continue training ``tables`` on new-period ``interactions`` (new users and items included).
 
     The tables are resized and new rows folded in (:func:`align`), then implicit trains from there
-    for ``iterations``. Users and items without events in ``interactions`` keep their pretrained
+    for ``iterations``. Users and items without events in the training data keep their pretrained
     rows. Hyperparameters default to those the tables were trained with. The returned tables'
-    ``history`` is ``interactions``: pass ``history=`` to ``recommend`` to also filter older events.
-    ``config`` (a :class:`WarmStartConfig`) may carry ``iterations`` ... ``num_threads`` instead.
+    ``history`` is the training data: pass ``history=`` to ``recommend`` to also filter older events.
+    ``config`` (a :class:`WarmStartConfig`) may carry ``iterations`` ... ``half_life`` instead.
+
+    By default only the new events train, and the old period survives only in the starting rows:
+    ALS sweeps then re-solve every item from a few weeks of data and forget. With ``old_weight > 0``
+    the old period's events (``history``, default the tables' own training events) train too, each
+    counting ``old_weight``; ``half_life`` (time-column units, or ``"30D"``) decays every event by
+    its age from the newest one (:func:`confidence`), so the old period fades smoothly rather than
+    being cut.
 
     Example:
         >>> from transferkit.recsys import Interactions, pretrain, warm_start
@@ -163,10 +173,29 @@ def warm_start(
         >>> new.user_ids, new.item_ids
         (['a', 'b', 'c'], ['x', 'y', 'z'])
     """
-    keywords = {"iterations": iterations, "keep_old": keep_old, "seed": seed, "num_threads": num_threads}
+    keywords = {"iterations": iterations, "keep_old": keep_old, "seed": seed, "num_threads": num_threads,
+                "old_weight": old_weight, "half_life": None if half_life is None else _duration(half_life, "half_life")}
     reject_mixed(warm_start, config, **keywords)
-    return _transfer(tables, interactions, "warm_start", WarmStartConfig(**keywords) if config is None else config,
+    config = WarmStartConfig(**keywords) if config is None else config
+    return _transfer(tables, _training_events(tables, interactions, config, history), "warm_start", config,
                      callback, hyperparameters)
+
+
+def _training_events(tables: EmbeddingTables, new: Interactions, config: WarmStartConfig,
+                     history: Interactions | None) -> Interactions:
+    """The new events, plus the old period's at ``old_weight``, all decayed by ``half_life``."""
+    events = new
+    if config.old_weight > 0:
+        old = tables.history if history is None else history
+        if old is None:
+            raise ValueError(
+                "old_weight > 0 trains on the old period's events too: pass history=<Interactions> "
+                "(tables loaded from disk carry none)"
+            )
+        events = Interactions.concat([old.with_weights(old.weights * config.old_weight), new])
+    if config.half_life is not None:
+        events = confidence(events, "none", half_life=config.half_life)
+    return events
 
 
 def cross_domain(source: EmbeddingTables, target: Interactions, iterations: int = 0, keep_source_users: bool = True,
@@ -192,6 +221,8 @@ def _transfer(tables: EmbeddingTables, interactions: Interactions, mode: str, co
     aligned, inter = align(tables, interactions, reuse_items=mode != "cross_domain", keep_old=config.keep_old)
     aligned.meta["align_seconds"] = round(time.perf_counter() - start, 4)
     aligned.meta["transfer"] = mode
+    if mode == "warm_start":
+        aligned.meta.update(old_weight=config.old_weight, half_life=config.half_life)
     hp = {k: tables.meta[k] for k in ("regularization", "alpha", "learning_rate") if k in tables.meta}
     hp.update(hyperparameters)
     factors = hp.pop("factors", tables.factors)
@@ -203,8 +234,9 @@ def _transfer(tables: EmbeddingTables, interactions: Interactions, mode: str, co
     model_cfg, extra = model_config(tables.model, factors=tables.factors, iterations=config.iterations,
                                     seed=config.seed, num_threads=config.num_threads, **hp)
     trained = fit_tables(inter, model_cfg, init=aligned, callback=callback, **extra)
-    for key in ("align_seconds", "transfer"):
-        trained.meta[key] = aligned.meta[key]
+    for key in ("align_seconds", "transfer", "old_weight", "half_life"):
+        if key in aligned.meta:
+            trained.meta[key] = aligned.meta[key]
     return trained
 
 

@@ -11,7 +11,8 @@ import pytest
 from transferkit.audio.cli import AudioFitArgs, CTCFitArgs, PretrainArgs
 from transferkit.audio.config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
 from transferkit.common import TrainConfig
-from transferkit.common.cli import EvaluateArgs, ExportArgs, PredictArgs, PushArgs, build_parser
+from transferkit.common.cli import CurveArgs, EvaluateArgs, ExportArgs, PredictArgs, PushArgs, build_parser
+from transferkit.common.search import SearchConfig
 from transferkit.common.strategies import strategy_classes
 from transferkit.vision.cli import ImageFitArgs
 from transferkit.vision.transforms import AugmentConfig
@@ -29,7 +30,7 @@ def _flags(cls: type, prefix: str = "") -> set[str]:
     return out
 
 
-TRAIN = _flags(TrainConfig) | {"--strategy"} | set().union(
+TRAIN = _flags(TrainConfig) | {"--strategy"} | _flags(SearchConfig) | set().union(
     *(_flags(c.config_class, c.name.replace("_", "-")) for c in strategy_classes()))
 
 VERBS = {
@@ -38,6 +39,7 @@ VERBS = {
     ("vision", "predict"): _flags(PredictArgs),
     ("vision", "export"): _flags(ExportArgs),
     ("vision", "push"): _flags(PushArgs),
+    ("vision", "curve"): _flags(CurveArgs) | _flags(TrainConfig),
     ("audio", "fit"): _flags(AudioFitArgs) | _flags(AudioModelConfig) | _flags(ClipCrop) | TRAIN,
     ("audio", "fit-ctc"): _flags(CTCFitArgs) | _flags(CTCConfig) | _flags(ClipFilter) | TRAIN,
     ("audio", "evaluate"): _flags(EvaluateArgs),
@@ -45,6 +47,7 @@ VERBS = {
     ("audio", "export"): _flags(ExportArgs),
     ("audio", "pretrain"): _flags(PretrainArgs) | _flags(PretrainConfig) | _flags(TrainConfig),
     ("audio", "push"): _flags(PushArgs),
+    ("audio", "curve"): _flags(CurveArgs) | _flags(TrainConfig),
 }
 
 
@@ -77,8 +80,17 @@ def test_strategy_flags_reach_the_strategy_and_old_flag_names_still_work():
 
     args = build_parser().parse_args(["vision", "fit", "--model", "m", "--train", "t", "--strategy", "lora",
                                       "--lora-r", "4", "--epochs", "2"])
-    config, strategy = train_from_args(args)
+    config, strategy, _ = train_from_args(args)
     assert (config.epochs, strategy.name, strategy.config.r) == (2, "lora", 4)
     args = build_parser().parse_args(["vision", "fit", "--model", "m", "--train", "t", "--strategy", "lp_ft",
                                       "--probe-epochs", "9"])
     assert train_from_args(args)[1].config.probe_epochs == 9
+
+
+def test_auto_strategy_flags_become_search_settings():
+    from transferkit.common.cli import train_from_args
+
+    args = build_parser().parse_args(["vision", "fit", "--model", "m", "--train", "t", "--strategy", "auto",
+                                      "--time-budget", "60", "--search-strategies", "linear_probe", "lp_ft"])
+    _, strategy, search = train_from_args(args)
+    assert strategy == "auto" and search == {"time_budget": 60.0, "search_strategies": ["linear_probe", "lp_ft"]}

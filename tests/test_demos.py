@@ -45,8 +45,17 @@ def test_every_demo_is_registered_with_one_signature():
 
 @pytest.mark.slow
 def test_vision_demo_reports_every_method_for_both_regimes(tmp_path):
-    section = run_demo("vision")(tmp_path, quick=True)
-    assert section.startswith("## Vision: digits 0-4 -> digits 5-9")
+    report = run_demo("vision")(tmp_path, quick=True)
+    photos, _, digits = report.partition("## Vision: digits 0-4 -> digits 5-9")
+    from transferkit.demos.photos import photos_folder
+
+    if photos_folder() is None:
+        assert "Skipped: the ants-vs-bees photos are not on this machine" in photos
+    else:
+        assert [r["method"].split(",")[0] for r in table(photos)] == [
+            "logistic regression on 32x32 pixels (reference)", "MobileNetV2", "MobileNetV2"]
+        assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in table(photos))
+    section = "## Vision: digits 0-4 -> digits 5-9" + digits
     rows = table(section)
     assert [r["method"] for r in rows] == ["logistic regression (pixels)", "ViT from scratch", "linear probe",
                                            "fine-tune", "LP-FT", "LoRA", "greedy soup"]
@@ -54,7 +63,7 @@ def test_vision_demo_reports_every_method_for_both_regimes(tmp_path):
         unit_float(r["10 per class"]), unit_float(r["all"])
     # Pixels need no training: logistic regression on 8x8 digits is far above chance (0.2) even with 10 labels.
     assert float(rows[0]["10 per class"]) > 0.6
-    assert (tmp_path / "report.md").read_text() == section + "\n"
+    assert (tmp_path / "report.md").read_text() == report + "\n"
     assert (tmp_path / "transfer_accuracy.png").stat().st_size > 1000
     # The source model was saved in Hugging Face format and loads back through from_pretrained.
     from transformers import AutoConfig
@@ -69,7 +78,8 @@ def test_audio_demo_reports_keyword_spotting_and_ctc_rows(tmp_path):
     rows = table(section)
     kws = [r for r in rows if r["task"] == "keyword spotting"]
     ctc = [r for r in rows if r["task"] == "CTC transcription"]
-    assert len(kws) == 4 and len(ctc) == 2 and len(rows) == 6
+    assert len(kws) == 5 and len(ctc) == 2 and len(rows) == 7
+    assert kws[-1]["method"].startswith("Google's speech embedding")
     assert kws[0]["method"] == "MFCC stats + logistic regression (reference)"
     for r in kws:
         unit_float(r["accuracy"]), unit_float(r["macro-F1"])
@@ -79,7 +89,7 @@ def test_audio_demo_reports_keyword_spotting_and_ctc_rows(tmp_path):
         assert r["labels"] == "8 utterances"
     assert (tmp_path / "audio_transfer.png").exists() and (tmp_path / "report.md").read_text() == section + "\n"
     facts = json.loads((tmp_path / "audio_results.json").read_text())
-    assert facts["seed"] == 0 and facts["kws"] == {"train": 10, "test": 10} and len(facts["rows"]) == 6
+    assert facts["seed"] == 0 and facts["kws"] == {"train": 10, "test": 10} and len(facts["rows"]) == 7
     # The source model was saved in Hugging Face format and loads back through from_pretrained.
     from transformers import AutoModelForAudioClassification
 

@@ -20,8 +20,11 @@ def test_recsys_ml100k_smoke(tmp_path, capsys):
     assert module.main(["--smoke", "--out", str(tmp_path), "--threads", "1",
                         "--data", str(SHARED_DATA / "ml-100k")]) == 0
     report = (tmp_path / "recsys_ml100k_smoke.md").read_text()
-    assert "Warm start" in report and "Cold-start movies" in report and "commit:" in report
+    assert "Warm start" in report and "Cold-start movies" in report and "Commit:" in report
+    assert "Half-known new period" in report and "EASE" in report and "popularity blend" in report
+    assert "dev-chosen" in report and "Load average" in report
     result = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
     assert len(result) == 1
     values = dict(kv.split("=") for kv in result[0].split()[2:])
     assert 0.0 <= float(values["cold_ridge_ndcg"]) <= 1.0 and int(values["cold_movies"]) > 0
+    assert 0.0 <= float(values["best_a_ndcg"]) <= 1.0 and float(values["half_warm_time_ratio"]) > 0

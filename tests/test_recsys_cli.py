@@ -14,11 +14,15 @@ import pytest
 from transferkit.common.cli import main
 from transferkit.recsys import (
     ALSConfig,
+    BlendConfig,
     BPRConfig,
+    ConfidenceConfig,
+    EASEConfig,
     EvaluateConfig,
     FactorizationConfig,
     InteractionColumns,
     Interactions,
+    ItemKNNConfig,
     LMFConfig,
     RecommendConfig,
     WarmStartConfig,
@@ -36,7 +40,8 @@ from transferkit.recsys.cli import (
 
 # the dataclasses behind each verb, stated here rather than read from the CLI module
 VERB_CONFIGS = {
-    "pretrain": [PretrainArgs, InteractionColumns, FactorizationConfig, ALSConfig, BPRConfig, LMFConfig],
+    "pretrain": [PretrainArgs, InteractionColumns, ConfidenceConfig, FactorizationConfig, ALSConfig, BPRConfig,
+                 LMFConfig, ItemKNNConfig, EASEConfig],
     "warm-start": [WarmStartArgs, InteractionColumns, WarmStartConfig],
     "recommend": [RecommendArgs, InteractionColumns, RecommendConfig],
     "evaluate": [EvaluateArgs, InteractionColumns, EvaluateConfig],
@@ -133,6 +138,41 @@ def test_warm_start_verb_takes_its_config(tmp_path, capsys):
     assert meta["learning_rate"] == 0.05 and meta["transfer"] == "warm_start"  # the pretrained settings carry on
 
 
+@pytest.mark.parametrize(("model", "flags"), [("itemknn", ["--kind", "bm25", "--neighbors", "5"]),
+                                              ("ease", ["--regularization", "1.0"])])
+def test_item_item_models_round_trip_through_the_cli(tmp_path, capsys, model, flags):
+    train = _write_events(tmp_path)
+    cols = ["--user", "uid", "--item", "sku", "--weight", "clicks"]
+    _run(["pretrain", "--data", str(tmp_path / "train.csv"), *cols, "--model", model, *flags,
+          "--confidence", "log", "--out", str(tmp_path / "m")], capsys)
+    resolved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert resolved["model"] == model and resolved["confidence"] == "log"
+    recs = _run(["recommend", "--tables", str(tmp_path / "m"), "--users", "u00", "u13", "--history",
+                 str(tmp_path / "train.csv"), *cols, "-n", "1"], capsys)
+    assert recs["u00"][0]["item"] == "i0" and recs["u13"][0]["item"] == "i7"
+    assert not set(train.loc[train.uid == "u00", "sku"]) & {r["item"] for r in recs["u00"]}
+    metrics = _run(["evaluate", "--tables", str(tmp_path / "m"), "--train", str(tmp_path / "train.csv"),
+                    "--test", str(tmp_path / "test.csv"), *cols, "--k", "1"], capsys)
+    assert metrics["ndcg@1"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="--factors: not a setting of --model"):
+        main(["recsys", "pretrain", "--data", str(tmp_path / "train.csv"), *cols, "--model", model,
+              "--factors", "4", "--out", str(tmp_path / "x")])
+
+
+def test_warm_start_verb_trains_on_the_old_period_from_history(tmp_path, capsys):
+    _write_events(tmp_path)
+    cols = ["--user", "uid", "--item", "sku"]
+    _run(["pretrain", "--data", str(tmp_path / "train.csv"), *cols, "--factors", "2", "--num-threads", "1",
+          "--out", str(tmp_path / "t")], capsys)
+    warm = ["warm-start", "--tables", str(tmp_path / "t"), "--data", str(tmp_path / "test.csv"), *cols,
+            "--iterations", "1", "--num-threads", "1", "--old-weight", "0.5", "--out", str(tmp_path / "w")]
+    with pytest.raises(ValueError, match="pass them with --history"):
+        main(["recsys", *warm])
+    _run([*warm, "--history", str(tmp_path / "train.csv")], capsys)
+    meta = json.loads((tmp_path / "w" / "tables.json").read_text())["meta"]
+    assert meta["old_weight"] == 0.5 and meta["half_life"] is None
+
+
 def test_a_flag_of_another_model_is_refused(tmp_path, capsys):
     _write_events(tmp_path)
     with pytest.raises(ValueError, match="--alpha: not a setting of --model bpr"):
@@ -156,6 +196,17 @@ def test_a_flag_of_another_model_is_refused(tmp_path, capsys):
         (InteractionColumns, {"user": ""}, ["user"]),
         (InteractionColumns, {"user": "id", "item": "id"}, ["user", "item"]),
         (InteractionColumns, {"weight": "item"}, ["item", "weight"]),
+        (WarmStartConfig, {"old_weight": -0.5}, ["old_weight"]),
+        (WarmStartConfig, {"half_life": 0.0}, ["half_life"]),
+        (ConfidenceConfig, {"confidence": "tfidf"}, ["confidence"]),
+        (ConfidenceConfig, {"half_life": -1.0}, ["half_life"]),
+        (ItemKNNConfig, {"kind": "jaccard"}, ["kind"]),
+        (ItemKNNConfig, {"neighbors": 0}, ["neighbors"]),
+        (ItemKNNConfig, {"bm25_b": 1.5}, ["bm25_b"]),
+        (EASEConfig, {"regularization": 0.0}, ["regularization"]),
+        (BlendConfig, {"weights": []}, ["weights"]),
+        (BlendConfig, {"half_lives": [0.0]}, ["half_lives"]),
+        (BlendConfig, {"dev_fraction": 0.7}, ["dev_fraction"]),
     ],
 )
 def test_configs_reject_bad_values_naming_the_fields(cls, values, names):

@@ -4,7 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferkit.recsys import Interactions, confidence, leave_k_out, random_split, split_by_time
+from transferkit.recsys import (
+    Interactions,
+    confidence,
+    decay,
+    dev_split,
+    half_known_split,
+    item_popularity,
+    leave_k_out,
+    popularity,
+    random_split,
+    split_by_time,
+)
 
 
 def frame():
@@ -146,3 +157,59 @@ def test_random_split_is_seeded_and_exact():
     np.testing.assert_array_equal(a.test.items, b.test.items)
     assert a.info == {"split": "random", "test_fraction": 0.25, "seed": 1}
     assert not np.array_equal(random_split(inter, 0.25, seed=2).test.items, a.test.items)
+
+
+def test_time_decay_weights_by_hand():
+    times = np.array([0.0, 10.0, 20.0])
+    # one half-life (10) before the newest event counts 1/2, two count 1/4
+    np.testing.assert_allclose(decay(times, half_life=10), [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(decay(times, half_life=20, now=40), [2**-2, 2**-1.5, 2**-1])
+    # datetimes are stored as seconds, so a half-life can be given as a duration
+    dated = Interactions.from_frame(pd.DataFrame({"user": ["a", "b", "c"], "item": [1, 2, 3],
+                                                  "t": pd.to_datetime(["2024-01-01", "2024-01-03", "2024-01-05"])}),
+                                    time="t")
+    np.testing.assert_allclose(decay(dated.times, half_life="2D"), [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(decay(dated.times, half_life=pd.Timedelta(days=2)), [0.25, 0.5, 1.0])
+    inter = Interactions.from_arrays(["a", "a", "b"], ["x", "y", "x"], weights=[2.0, 4.0, 1.0], times=[0, 10, 20])
+    lin = confidence(inter, "linear", alpha=3.0, half_life=10)
+    np.testing.assert_allclose(lin.weights, [3 * 2 * 0.25, 3 * 4 * 0.5, 3 * 1 * 1.0])
+    assert lin.info == {"confidence": "linear", "half_life": 10.0}
+    np.testing.assert_allclose(confidence(inter, "none", half_life=10, now=30).weights, [2 / 8, 4 / 4, 1 / 2])
+    with pytest.raises(ValueError, match="half_life must be > 0"):
+        decay(times, half_life=0)
+    with pytest.raises(ValueError, match="2 events are later than now=5"):
+        decay(times, half_life=1, now=5)
+    with pytest.raises(ValueError, match="half_life needs timestamps"):
+        confidence(Interactions.from_arrays(["a"], ["x"]), "none", half_life=1)
+
+
+def test_decayed_and_thresholded_popularity_by_hand():
+    inter = Interactions.from_arrays(["a", "b", "c", "a"], ["x", "x", "y", "y"], weights=[5, 3, 4, 1],
+                                     times=[0, 10, 20, 20])
+    np.testing.assert_allclose(item_popularity(inter, half_life=10), [0.25 + 0.5, 1.0 + 1.0])
+    np.testing.assert_allclose(item_popularity(inter, min_weight=4), [1.0, 1.0])
+    np.testing.assert_allclose(item_popularity(inter, since=10, min_weight=2), [1.0, 1.0])
+    # regression: popularity tables ranked users they do not know by all-time counts, not by their own
+    recent = popularity(inter, since=15)
+    assert recent.recommend(["stranger"], N=1, filter_seen=False, unknown="cold_start")[0][0, 0] == "y"
+    assert popularity(inter, half_life=1).meta["half_life"] == 1.0
+
+
+def test_half_known_split_keeps_the_first_half_of_each_users_new_events():
+    users = ["a"] * 6 + ["b"] * 3 + ["c"]
+    items = [1, 2, 3, 4, 5, 6, 1, 2, 3, 1]
+    times = [0, 1, 5, 6, 8, 7, 2, 9, 6, 5]  # cutoff 5: a has 4 new events, b 2, c 1
+    split = half_known_split(Interactions.from_arrays(users, items, times=times), cutoff=5)
+    held = sorted((split.test.user_ids[u], split.test.item_ids[i]) for u, i in zip(split.test.users, split.test.items))
+    # a: new 3 (t5), 4 (t6), 6 (t7), 5 (t8) -> first two known; b: 3 (t6), 2 (t9) -> one known; c: its one is known
+    assert held == [("a", 5), ("a", 6), ("b", 2)]
+    assert len(split.train) == 7 and split.info["cutoff"] == 5.0 and split.info["split"].startswith("half-known")
+    assert split.test.user_ids == split.train.user_ids  # one id space
+
+
+def test_dev_split_is_the_latest_slice_of_the_training_period():
+    inter = Interactions.from_arrays(np.arange(10) % 3, np.arange(10), times=np.arange(10.0))
+    fit, dev = dev_split(inter, 0.2)
+    assert sorted(dev.times.tolist()) == [8.0, 9.0] and fit.times.max() == 7.0
+    with pytest.raises(ValueError, match="needs timestamps"):
+        dev_split(Interactions.from_arrays(["a", "b"], ["x", "y"]))

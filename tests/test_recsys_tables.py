@@ -93,7 +93,7 @@ def test_shape_mismatches_are_rejected():
 def test_unknown_user_errors_or_cold_starts(board, trained):
     inter, expected = board
     t = trained["als"]
-    with pytest.raises(ValueError, match="not in the tables.*unknown='cold_start'"):
+    with pytest.raises(ValueError, match="not in the model.*unknown='cold_start'"):
         t.recommend(["stranger"], N=1)
     # a stranger with history is folded in: behaving like group-0 user u0 gives u0's answer
     u0_items = [inter.item_ids[i] for i in inter.matrix[inter.user_index["u0"]].indices]
@@ -137,7 +137,7 @@ def test_candidates_unknown_items_and_padding(board, trained):
     t = trained["als"]
     ids, _ = t.recommend(["u0"], N=2, filter_seen=False, items=[7, 8])
     assert set(ids[0]) == {7, 8}
-    with pytest.raises(ValueError, match="item ids are not in the tables"):
+    with pytest.raises(ValueError, match="item ids are not in the model"):
         t.recommend(["u0"], N=2, items=[0, "nope"])
     ids, _ = t.recommend(["u0"], N=2, items=[0, "nope"], unknown="cold_start")
     assert ids[0, 0] == 0 and ids[0, 1] is None  # "nope" skipped; only one candidate left
@@ -188,7 +188,8 @@ def test_unknown_model_is_rejected(board):
         pretrain(board[0], model="svd")
 
 
-@pytest.mark.parametrize("module", ["data", "tables", "pretrain", "transfer", "content", "model"])
+@pytest.mark.parametrize("module", ["data", "tables", "pretrain", "transfer", "content", "model", "splits", "baselines",
+                                    "neighbors", "blend", "tuning", "config"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -225,3 +225,41 @@ def test_cached_probe_features_come_from_unaugmented_images(vit_dir, tmp_path, i
     with torch.no_grad():
         expected = clf.encoder(pixel_values=torch.stack([tf(Image.fromarray(x)) for x in images[0]]))
     assert torch.allclose(cached["features"], expected, atol=1e-5)
+
+
+def test_evaluation_batches_are_collated_outside_autocast(tmp_path):
+    """Regression: evaluation ran its loader inside autocast, so a torch feature extractor in the
+    collate function computed in bf16 (AST's Kaldi fbank failed outright)."""
+    seen = []
+
+    def collate(rows):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return {"x": torch.stack([r["x"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}
+
+    calls = []
+
+    def evaluate(model, loader):
+        for _ in loader:
+            calls.append(torch.is_autocast_enabled("cpu"))  # the model itself still runs under autocast
+        return {"accuracy": 1.0}
+
+    cfg = _cfg(tmp_path, mixed_precision="bf16", save_checkpoints=False, plot=False).replace(epochs=1)
+    Trainer(nn.Linear(6, 2), cfg, compute_loss=_loss, evaluate=evaluate).fit(_data(10), _data(4), collate_fn=collate)
+    assert seen and not any(seen) and calls and all(calls)
+
+
+def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
+    """Regression: under partial/LoRA the frozen body's batch norms still updated their running
+    statistics in train mode, so the "frozen" encoder drifted towards the new data."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    frozen_bn = model[1]
+    for p in [*model[0].parameters(), *model[1].parameters()]:
+        p.requires_grad_(False)
+    before = frozen_bn.running_mean.clone()
+    Trainer(model, _cfg(tmp_path, save_checkpoints=False, plot=False).replace(epochs=1), compute_loss=_loss).fit(_data(10))
+    assert torch.equal(frozen_bn.running_mean, before)
+    trained = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    start = trained[1].running_mean.clone()
+    Trainer(trained, _cfg(tmp_path / "t", save_checkpoints=False, plot=False).replace(epochs=1), compute_loss=_loss).fit(_data(10))
+    assert not torch.equal(trained[1].running_mean, start)  # a batch norm that trains still tracks its data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -57,7 +58,8 @@ class ImageClassifier(TransferClassifier):
 
     @classmethod
     def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: Any = "finetune", **encoder_kwargs: Any) -> ImageClassifier:
-        """Load the encoder (Hub id, local HF folder, ``torchvision:<name>``, or nn.Module) and add a head for ``labels``."""
+        """Load the encoder (Hub id, local HF folder, ``torchvision:<name>``, ``timm:<name>``, ``packaged:<name>``,
+        or nn.Module) and add a head for ``labels``."""
         return cls(load_encoder(spec, task="image", **encoder_kwargs), labels, strategy)
 
     def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -100,8 +102,55 @@ class ImageClassifier(TransferClassifier):
             info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
                   "skipped_train_files": train_set.skipped, "augment": augment.__dict__})
 
+    def reference(self) -> Any:
+        """Logistic regression on 32x32 pixels."""
+        from .reference import PixelLogReg
+
+        return PixelLogReg()
+
+    def search_space(self, trial: Any, task: ImageClassifier) -> dict[str, Any]:
+        """Augmentation on or off, and for encoders without position embeddings (CNNs) the input size."""
+        sizes = _input_sizes(task.encoder)
+        if len(sizes) > 1:
+            size = trial.suggest_categorical("image_size", sizes)
+            task.encoder.processor = _resized(task.encoder.processor, size)
+        plain = AugmentConfig(crop_scale=(1.0, 1.0), hflip=False)
+        return {"augment": AugmentConfig() if trial.suggest_categorical("augment", [True, False]) else plain}
+
     def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:
         """Label and class probabilities for each image (path, PIL image or array, or a list of them)."""
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]
         return self._predict(list(images), batch_size)
+
+
+def _input_sizes(encoder: Any) -> list[int]:
+    """Square input sizes worth trying: the native one, twice it for small-image encoders (a CIFAR net
+    on photos), three quarters of it for large ones; a size is kept only if the encoder runs on it and
+    gives the same feature size (position embeddings and flattening layers rule sizes out)."""
+    (h, w), _, _ = processor_geometry(encoder.processor)
+    if h != w or not hasattr(encoder.processor, "size"):
+        return [h]
+    candidates = {*([2 * h] if h <= 64 else []), *([max(32, round(0.75 * h / 32) * 32)] if h >= 128 else [])} - {h}
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    ok = []
+    for size in sorted(candidates):
+        try:
+            with torch.no_grad():
+                out = encoder(pixel_values=torch.zeros(1, 3, size, size, device=device))
+            if tuple(out.shape) == (1, encoder.feature_dim):
+                ok.append(size)
+        except (RuntimeError, ValueError):
+            pass
+    encoder.train(was_training)
+    return sorted({h, *ok})
+
+
+def _resized(processor: Any, size: int) -> Any:
+    processor = copy.deepcopy(processor)
+    processor.size = {"height": size, "width": size}
+    if getattr(processor, "do_center_crop", False):
+        processor.crop_size = {"height": size, "width": size}
+    return processor

@@ -25,7 +25,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_verb(verbs, "fit", _fit, "fine-tune an encoder on an image folder / CSV and export the model",
              ImageFitArgs, AugmentConfig, train=True)
     add_model_verbs(verbs, _task, evaluate_help="accuracy, macro-F1, per-class report and confusion matrix",
-                    predict_help="label and probabilities for each image", file_key="image")
+                    predict_help="label and probabilities for each image", file_key="image",
+                    new_task=_new_classifier)
+
+
+def _new_classifier(model: str, train: str):
+    from .classifier import ImageClassifier
+    from .data import as_image_set
+
+    return ImageClassifier.from_pretrained(model, labels=as_image_set(train).labels)
 
 
 def _task(folder: str) -> type:
@@ -40,10 +48,10 @@ def _fit(args: argparse.Namespace) -> int:
 
     inputs = dataclass_from_args(ImageFitArgs, args)
     train = as_image_set(inputs.train)
-    config, strategy = train_from_args(args)
+    config, strategy, search = train_from_args(args)
     clf = ImageClassifier.from_pretrained(inputs.model, labels=inputs.labels or train.labels, strategy=strategy,
                                           **({"weights": inputs.weights} if inputs.weights else {}))
-    clf.fit(train, eval=inputs.eval, config=config, augment=dataclass_from_args(AugmentConfig, args))
+    clf.fit(train, eval=inputs.eval, config=config, augment=dataclass_from_args(AugmentConfig, args), **search)
     metrics = None
     if inputs.eval:
         result = clf.evaluate(inputs.eval, out_dir=config.output_dir)

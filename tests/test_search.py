@@ -1,0 +1,149 @@
+"""strategy="auto": the recipe search picks from a dev split, never sees eval data, and resumes after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("optuna", reason="the recipe search needs optuna (pip install optuna)")
+
+from transferkit.common import load_encoder  # noqa: E402
+from transferkit.common.search import stratified_split  # noqa: E402
+from transferkit.vision import ImageClassifier  # noqa: E402
+
+FAST = {"epochs": 3, "batch_size": 8, "progress": False, "plot": False}
+
+
+def _frozen_random_encoder():
+    """Random features that already separate bright from dark images: a probe needs nothing more."""
+    from transformers import ViTImageProcessor
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.Tanh())
+    proc = ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return load_encoder(body, feature_dim=16, processor=proc)
+
+
+def _images(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    imgs = [np.clip(rng.normal(190 if i % 2 == 0 else 60, 25, (8, 8, 3)), 0, 255).astype(np.uint8) for i in range(n)]
+    return imgs, ["bright" if i % 2 == 0 else "dark" for i in range(n)]
+
+
+def test_stratified_split_is_disjoint_seeded_and_keeps_every_class():
+    labels = ["a"] * 10 + ["b"] * 5
+    tr, dev = stratified_split(labels, 0.2, seed=3)
+    assert set(tr).isdisjoint(dev) and sorted([*tr, *dev]) == list(range(15))
+    assert sorted(labels[i] for i in dev) == ["a", "a", "b"]
+    assert (tr == stratified_split(labels, 0.2, seed=3)[0]).all()
+    with pytest.raises(ValueError, match="at least 2 per class"):
+        stratified_split(["a", "a", "b"], 0.2, seed=0)
+
+
+def test_auto_picks_the_probe_when_the_frozen_features_already_separate(tmp_path):
+    train = _images()
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    clf.fit(train, output_dir=str(tmp_path), n_trials=6, time_budget=300, **FAST)
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert len(rows) == 6 and {r["strategy"] for r in rows} == {"linear_probe", "finetune", "lp_ft", "partial", "llrd", "lora"}
+    best = max(float(r["dev_score"]) for r in rows if r["dev_score"])
+    recipe = clf.train_info["recipe"]
+    assert recipe["strategy"] == "linear_probe" and recipe["dev_score"] == best
+    assert clf.strategy.name == "linear_probe"  # then trained on all the training data
+    assert (tmp_path / "search.png").exists()
+    assert json.loads((tmp_path / "transferkit-run.json").read_text())["recipe"]["strategy"] == "linear_probe"
+    assert "linear_probe" in (clf.save(tmp_path / "model") / "README.md").read_text()
+
+
+def test_trials_never_see_the_eval_data(tmp_path):
+    train, held_out = _images(40, seed=0), _images(20, seed=1)
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    clf.fit(train, held_out, output_dir=str(tmp_path), n_trials=2, search_strategies=["linear_probe", "finetune"], **FAST)
+    for trial in sorted((tmp_path / "trials").iterdir()):
+        run = json.loads((trial / "transferkit-run.json").read_text())
+        assert (run["train_examples"], run["eval_examples"]) == (32, 8)  # the dev split of train, not held_out
+    assert clf.train_info["eval_examples"] == 20  # only the final fit sees it, to pick its best epoch
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
+    import optuna
+
+    from transferkit.common import search
+
+    train = _images()
+    real, calls = search.suggest, {"n": 0}
+
+    def dies_on_the_third(trial, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(trial, *a, **k)
+
+    monkeypatch.setattr(search, "suggest", dies_on_the_third)
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(train, output_dir=str(tmp_path), n_trials=4, search_strategies=["linear_probe", "finetune"], **FAST)
+    study = optuna.load_study(study_name="recipe", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    first = {t.number: t.params for t in study.trials
+             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)}
+    assert len(first) == 2
+
+    monkeypatch.setattr(search, "suggest", real)
+    ran = {"n": 0}
+
+    def counting(trial, *a, **k):
+        ran["n"] += 1
+        return real(trial, *a, **k)
+
+    monkeypatch.setattr(search, "suggest", counting)
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    clf.fit(train, output_dir=str(tmp_path), n_trials=4, search_strategies=["linear_probe", "finetune"], **FAST)
+    study = optuna.load_study(study_name="recipe", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    ran_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = {t.number: t.params for t in study.trials if t.state in ran_states}
+    assert len(done) == 4 and all(done[n] == p for n, p in first.items())
+    assert ran["n"] == 2 + 1  # the two missing trials, then the chosen recipe's final fit
+
+
+def test_label_curve_has_a_point_per_budget_strategy_and_seed(tmp_path):
+    from transferkit.common.curve import label_curve
+
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="linear_probe")
+    points = label_curve(clf, _images(40, seed=0), _images(20, seed=1), out_dir=tmp_path, budgets=(1, 5, None),
+                         strategies=("linear_probe", "finetune"), seeds=(0, 1), progress=False, epochs=2, batch_size=8)
+    keys = {(p["labels_per_class"], p["method"], p["seed"]) for p in points}
+    assert keys == {(b, m, s) for b in (1, 5, "all") for m in ("linear_probe", "finetune", "reference") for s in (0, 1)}
+    assert len(points) == 18 and all(0.0 <= p["accuracy"] <= 1.0 for p in points)
+    assert {p["train_examples"] for p in points} == {2, 10, 40}
+    assert (tmp_path / "curve.png").exists() and "linear_probe" in (tmp_path / "curve.md").read_text()
+    # with every label, bright vs dark is easy for the probe and for pixels
+    assert all(p["accuracy"] == 1.0 for p in points if p["labels_per_class"] == "all" and p["method"] != "finetune")
+
+
+def test_without_retraining_the_best_trial_is_kept(tmp_path):
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    results = clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, retrain=False,
+                      search_strategies=["linear_probe", "finetune"], **FAST)
+    assert clf.train_info["recipe"]["strategy"] == clf.strategy.name
+    assert list(results) == [s.name for s in clf.strategy.stages()]
+    assert clf.evaluate(_images(20, seed=1))["accuracy"] == 1.0
+
+
+def test_export_of_a_module_encoder_keeps_its_processor(tmp_path):
+    """Regression: a non-Hugging-Face export kept only the weights, so a processor changed after loading
+    (a searched input size, other normalisation) came back as the spec's default."""
+    enc = _frozen_random_encoder()
+    enc.processor.image_mean = [0.25, 0.5, 0.75]
+    clf = ImageClassifier(enc, labels=["bright", "dark"], strategy="linear_probe")
+    clf.fit(_images(), output_dir=str(tmp_path / "run"), **FAST)
+    folder = clf.save(tmp_path / "model")
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.Tanh())
+    again = ImageClassifier.load(folder, encoder=body)
+    assert list(again.encoder.processor.image_mean) == [0.25, 0.5, 0.75]
+    test = _images(6, seed=2)[0]
+    assert torch.allclose(again.logits(test), clf.logits(test), atol=1e-6)
