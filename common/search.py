@@ -54,7 +54,7 @@ def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tupl
     Example:
         >>> tr, dev = stratified_split(["a"] * 5 + ["b"] * 5, 0.2, seed=0)
         >>> [int(i) for i in dev], len(tr)
-        ([2, 8], 8)
+        ([4, 8], 8)
     """
     rng = np.random.default_rng(seed)
     targets = np.asarray([str(t) for t in targets])
