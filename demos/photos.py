@@ -46,10 +46,10 @@ def run_photos(out: Path, *, seed: int = 0, quick: bool = False) -> str | None:
                  "seconds": time.perf_counter() - t0})
 
     # No checkpoint selection: the validation photos are the test set, so every run trains fixed epochs.
+    # Fine-tuning MobileNetV2 at 224 px cost about 25 s per epoch on 2 CPU cores (fp32, measured), and on
+    # these photos it did not beat the probe (benchmarks/results/vision_transfer.md): the demo probes.
     for method, strategy, options in (
         ("MobileNetV2, linear probe (frozen ImageNet features)", "linear_probe", {"epochs": 30, "head_lr": 1e-2}),
-        ("MobileNetV2, LP-FT (probe, then 2 epochs of fine-tuning)", "lp_ft",
-         {"epochs": 1 if quick else 2, "lr": 1e-4, "head_lr": 1e-3, "probe_epochs": 30}),
     ):
         t0 = time.perf_counter()
         clf = ImageClassifier.from_pretrained("packaged:mobilenet_v2", labels=labels, strategy=strategy)
