@@ -148,11 +148,13 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
                              plot=False, progress=False, resume=False,
                              early_stopping_patience=config.early_stopping_patience or search.trial_patience, **loop)
         t0 = time.perf_counter()
-        results = trial_task.fit(fit_part, dev_part, config=cfg,
-                                 callbacks=[_Report(trial, trial_task.strategy.stages()[-1].name, config.metric_for_best)],
-                                 **{**domain, **options})
+        try:
+            results = trial_task.fit(fit_part, dev_part, config=cfg,
+                                     callbacks=[_Report(trial, trial_task.strategy.stages()[-1].name, config.metric_for_best)],
+                                     **{**domain, **options})
+        finally:  # pruned and failed trials spent the budget too
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
         final = list(results.values())[-1]
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
         trial.set_user_attr("trainable", sum(p.numel() for p in trial_task.model.parameters() if p.requires_grad))
         trial.set_user_attr("best_epoch", final.best_epoch)
         if not search.retrain and _is_best(study, _key({**trial.user_attrs, "value": final.best_metric}, direction)):
