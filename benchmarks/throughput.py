@@ -101,19 +101,25 @@ def peak_rss_mib() -> float:
 
 # -- workers: each runs in its own process ------------------------------------------------------
 def worker_tk(work: Path, strategy: str, args) -> dict:
-    """transferkit: ClassificationModel on the loaded encoder, trained by train_classifier (the one Trainer)."""
+    """transferkit: a TransferClassifier on the loaded encoder whose data hook hands the prepared rows over as they are."""
     t0 = time.perf_counter()  # the clock includes importing the tool, on both sides (torch is already loaded)
     from torch.utils.flop_counter import FlopCounterMode
 
     from transferkit.common import (
-        ClassificationModel,
         TrainConfig,
+        TrainingData,
+        TransferClassifier,
         classification_loss,
         evaluate_classification,
+        get_strategy,
         load_encoder,
-        train_classifier,
     )
     from transferkit.common.features import fingerprint
+
+    class RowsClassifier(TransferClassifier):
+        def training_data(self, train, eval, config, *, fingerprints):
+            self.start_training(config)
+            return TrainingData(train=train, collate=collate, eval_collate=collate, fingerprints=fingerprints)
 
     train, val = Rows(work, "train"), Rows(work, "val")
     out = {}
@@ -122,14 +128,15 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
     for name in runs:
         if name == "warm cache":
             t0 = time.perf_counter()
-        model = ClassificationModel(load_encoder(str(work / "vit")), len(LABELS))
-        cfg = TrainConfig(output_dir=str(work / f"tk-{strategy}-{os.getpid()}"), strategy=strategy, epochs=args.epochs,
+        settings = {"feature_cache": str(cache)} if strategy == "linear_probe" else {}
+        clf = RowsClassifier(load_encoder(str(work / "vit")), LABELS, get_strategy(strategy, **settings))
+        cfg = TrainConfig(output_dir=str(work / f"tk-{strategy}-{os.getpid()}"), epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, head_lr=args.lr, weight_decay=0.01, warmup_ratio=0.1,
                           max_grad_norm=1.0, mixed_precision=args.precision, seed=0, num_workers=0,
-                          save_checkpoints=False, progress=False, feature_cache=str(cache))
+                          save_checkpoints=False, progress=False)
         fps = {"train": fingerprint(train.x, train.y), "preprocess": "32x32, mean 0.5, std 0.5"}
-        result = train_classifier(model, cfg, train, None, train_collate=collate, eval_collate=collate,
-                                  fingerprints=fps)[strategy]
+        result = clf.fit(train, config=cfg, fingerprints=fps)[strategy]
+        model = clf.model  # the trained model (the trainer may hand back an unwrapped one)
         loader = torch.utils.data.DataLoader(val, batch_size=2 * args.batch_size, collate_fn=collate)
         model.eval()
         with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=result_precision(args) == "bf16"):
