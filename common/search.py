@@ -6,7 +6,8 @@ stratified, seeded dev split and scores it there; the user's eval or test data i
 trials train on cached features (one cache for every trial), so they cost almost nothing. The study
 lives in ``<output_dir>/search.db``: a killed search resumes without repeating finished trials.
 Every trial is a row of ``trials.csv`` and a point of ``search.png``; the chosen recipe is then
-trained on all the training data (or the best trial's model is kept, ``retrain=False``).
+trained on all the training data (or the best trial's model is kept, ``retrain=False``); without
+eval data the retrain runs for the epochs at which the best trial peaked on dev.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class SearchConfig:
 
 
 SEARCH_FIELDS = frozenset(SearchConfig.__dataclass_fields__)
+# The first trials try each strategy once, cheapest and most often best with few labels first (a probe on
+# cached features costs seconds; LP-FT reuses its cache): a tight budget still sees them.
+STARTUP_ORDER = {"linear_probe": 0, "lp_ft": 1, "finetune": 2}
 
 
 def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +137,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     _requeue_interrupted(study)
     if not study.trials:  # start with each strategy once at the configured rates, so every one is tried
         usual = {"lr": min(max(config.lr, 1e-5), 3e-3), "head_lr": min(max(config.head_lr, 1e-4), 1e-1)}
-        for s in strategies:
+        for s in sorted(strategies, key=lambda s: (STARTUP_ORDER.get(s, len(STARTUP_ORDER)), s)):
             study.enqueue_trial({"strategy": s, **usual}, skip_if_exists=True)
 
     def objective(trial: Any) -> float:
@@ -194,6 +198,10 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     task.strategy = get_strategy(name, **settings)
     domain = task.search_space(trial, task)
     task.recipe_info = {"recipe": recipe}
+    if eval is None and best.user_attrs.get("best_epoch"):
+        # Nothing to pick the epoch on: train as long as the best trial took to peak on dev.
+        loop["epochs"] = int(best.user_attrs["best_epoch"])
+        recipe["epochs"] = loop["epochs"]
     return task.fit(train, eval, config=config.replace(**loop), **{**domain, **options})
 
 

@@ -134,6 +134,18 @@ def test_without_retraining_the_best_trial_is_kept(tmp_path):
     assert clf.evaluate(_images(20, seed=1))["accuracy"] == 1.0
 
 
+def test_retraining_without_eval_runs_for_the_best_trials_epochs(tmp_path):
+    """No eval data to pick an epoch on: the retrain stops where the chosen trial peaked on dev."""
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    results = clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["finetune"],
+                      **{**FAST, "epochs": 4})
+    rows = [r for r in csv.DictReader(open(tmp_path / "trials.csv")) if r["dev_score"]]
+    best = max(rows, key=lambda r: (float(r["dev_score"]), -float(r["seconds"])))
+    recipe = clf.train_info["recipe"]
+    assert recipe["epochs"] == int(best["best_epoch"]) == len(results["finetune"].history)
+    assert 1 <= recipe["epochs"] <= 4
+
+
 def test_export_of_a_module_encoder_keeps_its_processor(tmp_path):
     """Regression: a non-Hugging-Face export kept only the weights, so a processor changed after loading
     (a searched input size, other normalisation) came back as the spec's default."""
