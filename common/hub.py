@@ -82,7 +82,12 @@ def push_to_hub(
     except Exception as err:  # network errors come in many types (requests, httpx, OSError)
         if _is_network_error(err):
             raise HubUnavailableError(f"cannot reach the Hugging Face Hub to push {repo_id}; "
-                                      f"the export stays in {folder}: {type(err).__name__}") from err
+                                      f"the export stays in {folder}: {type(err).__name__}") from None
+        secret = token or os.environ.get("HF_TOKEN")
+        if secret and any(secret in str(e) for e in _chain(err)):
+            # An error that quotes the token (a request dump, a URL with credentials) is re-raised without it.
+            raise RuntimeError(f"pushing {repo_id} failed ({type(err).__name__}): "
+                               f"{str(err).replace(secret, '***')}; the export stays in {folder}") from None
         raise
     return str(getattr(info, "commit_url", info))
 

@@ -190,3 +190,44 @@ def test_push_uploads_the_exported_folder(vit_dir, tmp_path, monkeypatch):
     assert url == "https://hub/me/model/commit/1"
     assert calls["repo"] == ("me/model", True, True) and calls["token"] == "hf_secret"
     assert {"config.json", "model.safetensors", "README.md", "preprocessor_config.json"} <= set(calls["files"])
+
+
+def test_a_hub_token_never_reaches_logs_run_folders_or_exports(vit_dir, images, tmp_path, monkeypatch, caplog):
+    """The token passed to push_to_hub (or set as HF_TOKEN) is used for the upload and written nowhere:
+    not in the log, the run folder, config.json, transferkit.json or the model card, nor in an error."""
+    import logging
+
+    import huggingface_hub
+
+    secret = "hf_SeCrEt0123456789abcdef"
+    seen = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            seen["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            pass
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            if seen.get("fail"):  # a server error that quotes the request, token included
+                raise ValueError(f"403 Forbidden: Authorization: Bearer {secret}")
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    caplog.set_level(logging.DEBUG)
+    clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="linear_probe")
+    clf.fit(images, output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, progress=False)
+    assert clf.push_to_hub("me/model", folder=tmp_path / "export", token=secret).endswith("/commit/1")
+    assert seen["token"] == secret  # it was used
+    seen["fail"] = True
+    with pytest.raises(RuntimeError) as err:
+        clf.push_to_hub("me/model", folder=tmp_path / "export2", token=secret)
+    assert secret not in str(err.value) and "***" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # the original error is not chained
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "config.json" for p in written) and any(p.name == "README.md" for p in written)
+    assert [p for p in written if secret.encode() in p.read_bytes()] == []
+    assert secret not in caplog.text
