@@ -84,7 +84,8 @@ PACKAGED_ROWS = (
 SHORT = {"from scratch": "scratch", "synthetic": "synthetic", "synthetic + SSL": "synthetic_ssl", MFCC: "mfcc",
          f"{MFCC} → digit word": "mfcc", "speech embedding, linear probe": "speech_embedding_lp",
          "speech embedding, linear probe, no silence": "speech_embedding_lp_nosilence",
-         "speech embedding, LP-FT": "speech_embedding_lpft", "speech embedding, auto": "speech_embedding_auto", "speaker encoder, linear probe": "speaker_lp",
+         "speech embedding, LP-FT": "speech_embedding_lpft", "speech embedding, auto": "speech_embedding_auto",
+         "speaker encoder, linear probe": "speaker_lp",
          "speaker encoder, LP-FT": "speaker_lpft"}
 # Sizes of the full run (the smoke run shrinks them): see the results file for what they cost.
 # Measured on one loaded core: ~250 clips/s trained with the front end learning, ~400 with it frozen.
@@ -242,11 +243,7 @@ def run_packaged(spec: str, options: dict, strategy: str, settings: dict, train:
     res = clf.evaluate(test)
     out = {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "seconds": time.perf_counter() - t0}
     if strategy == "auto":
-        r = clf.train_info["recipe"]
-        out["recipe"] = (", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
-                                   if k not in ("dev_examples", "dev_score", "trials", "search_seconds"))
-                         + f"; dev {r['dev_score']:.3f} after {r['trials']} trials in {r['search_seconds']:.0f} s "
-                         f"(budget {budget:.0f} s)")
+        out["recipe"] = f"{benchinfo.recipe_text(clf.train_info['recipe'])}, budget {budget:.0f} s"
     return out
 
 

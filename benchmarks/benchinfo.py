@@ -104,3 +104,10 @@ def set_threads(requested: int) -> str:
     threads = 1 if busy >= cores - 0.5 else cores
     torch.set_num_threads(threads)
     return f"{threads} (chosen from the load average {busy:.1f} on {cores} cores)"
+
+
+def recipe_text(recipe: dict) -> str:
+    """What a recipe search chose, one line: its settings, then its dev score, trials and search seconds."""
+    shown = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()
+                      if k not in ("dev_examples", "dev_score", "trials", "search_seconds"))
+    return f"{shown}; dev {recipe['dev_score']:.3f} after {recipe['trials']} trials ({recipe['search_seconds']:.0f} s of search)"

@@ -273,15 +273,11 @@ def run_auto(encoders: Encoders, encoder: str, seed: int, train: ImageSet, val: 
         torch.manual_seed(seed)
         clf = encoders.make(encoder, "auto", pretrained=True)
         clf.fit(train, retrain=retrain, **common, **({"n_trials": 1} if retrain else {}))  # n_trials=1: no new trial
-        recipe = clf.train_info["recipe"]
         with autocast():
             acc = clf.evaluate(val)["accuracy"]
         out[method] = (acc, time.perf_counter() - t0, None)
-        chosen = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()
-                           if k not in ("dev_examples", "search_seconds", "trials", "dev_score"))
-        out[f"{method} recipe"] = (f"seed {seed}: {chosen}; dev {recipe['dev_score']:.3f} after {recipe['trials']} "
-                                   f"trials ({recipe['search_seconds']:.0f} s of search)")
-        print(f"  {encoder} seed {seed} {method}: {acc:.3f} ({out[method][1]:.0f}s) {chosen}", flush=True)
+        out[f"{method} recipe"] = f"seed {seed}: {benchinfo.recipe_text(clf.train_info['recipe'])}"
+        print(f"  {encoder} seed {seed} {method}: {acc:.3f} ({out[method][1]:.0f}s) {out[f'{method} recipe']}", flush=True)
     return out
 
 

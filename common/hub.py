@@ -80,12 +80,13 @@ def push_to_hub(
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     except Exception as err:  # network errors come in many types (requests, httpx, OSError)
+        secret = token or os.environ.get("HF_TOKEN")
+        # An error that quotes the token (a request dump, a URL with credentials) is re-raised without it.
+        leaks = bool(secret) and any(secret in str(e) for e in _chain(err))
         if _is_network_error(err):
             raise HubUnavailableError(f"cannot reach the Hugging Face Hub to push {repo_id}; "
-                                      f"the export stays in {folder}: {type(err).__name__}") from None
-        secret = token or os.environ.get("HF_TOKEN")
-        if secret and any(secret in str(e) for e in _chain(err)):
-            # An error that quotes the token (a request dump, a URL with credentials) is re-raised without it.
+                                      f"the export stays in {folder}: {type(err).__name__}") from (None if leaks else err)
+        if leaks:
             raise RuntimeError(f"pushing {repo_id} failed ({type(err).__name__}): "
                                f"{str(err).replace(secret, '***')}; the export stays in {folder}") from None
         raise
