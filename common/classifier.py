@@ -195,12 +195,27 @@ class TransferClassifier(TransferTask):
         """The simple reference results sit beside (``fit(examples, labels)``, ``predict(examples)``), or None."""
         return None
 
+    def search_defaults(self, strategy: str, config: TrainConfig) -> dict[str, Any]:
+        """Settings of the search's first trial of ``strategy`` (Optuna parameter names: ``lr``,
+        ``head_lr`` and the domain's own), where the domain knows better than ``config``'s defaults."""
+        return {}
+
     def run_meta(self):
-        return {"labels": self.labels}
+        return {"labels": self.labels, "feature_dim": self.encoder.feature_dim}
+
+    def write_run_assets(self, run_dir):
+        # The processor may differ from the spec's (a searched input size): from_run must use this one.
+        if hasattr(self.encoder.processor, "save_pretrained"):
+            self.encoder.processor.save_pretrained(run_dir / "processor")
 
     @classmethod
-    def from_run_meta(cls, meta, run_dir):
-        return cls.rebuild(load_encoder(meta["base_model"], task=cls.encoder_task), meta["labels"], meta)
+    def from_run_meta(cls, meta, run_dir, *, encoder: nn.Module | None = None):
+        processor = _saved_processor(run_dir / "processor", cls.encoder_task)
+        spec = encoder if encoder is not None else meta["base_model"]
+        enc = load_encoder(spec, task=cls.encoder_task, feature_dim=meta.get("feature_dim"))
+        if processor is not None:
+            enc.processor = processor
+        return cls.rebuild(enc, meta["labels"], meta)
 
     def card_data(self):
         return super().card_data() | {"labels": ", ".join(self.labels)}

@@ -138,7 +138,8 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     if not study.trials:  # start with each strategy once at the configured rates, so every one is tried
         usual = {"lr": min(max(config.lr, 1e-5), 3e-3), "head_lr": min(max(config.head_lr, 1e-4), 1e-1)}
         for s in sorted(strategies, key=lambda s: (STARTUP_ORDER.get(s, len(STARTUP_ORDER)), s)):
-            study.enqueue_trial({"strategy": s, **usual}, skip_if_exists=True)
+            study.enqueue_trial({"strategy": s, **usual, **startup_rates(s, config), **task.search_defaults(s, config)},
+                                skip_if_exists=True)
 
     def objective(trial: Any) -> float:
         name, settings, loop = suggest(trial, strategies, config)
@@ -162,7 +163,9 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
         trial.set_user_attr("trainable", sum(p.numel() for p in trial_task.model.parameters() if p.requires_grad))
         trial.set_user_attr("best_epoch", final.best_epoch)
         if not search.retrain and _is_best(study, _key({**trial.user_attrs, "value": final.best_metric}, direction)):
-            task.model, task.strategy, task.results = trial_task.model, trial_task.strategy, results  # keep the best trial
+            # keep the best trial
+            task.model, task.strategy, task.results = trial_task.model, trial_task.strategy, results
+            task.train_info = trial_task.train_info
         return float(final.best_metric)
 
     spent = sum(t.user_attrs.get("seconds", 0.0) for t in study.trials)
@@ -191,6 +194,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     if not search.retrain:
         task.recipe_info = {"recipe": recipe}
         task.train_info = {**task.train_info, "recipe": recipe}
+        _keep_in_run_folder(task, config)
         return task.results
     # Train the chosen recipe on all the training data, the way a fixed strategy would train.
     trial = optuna.trial.FixedTrial(best.params)
@@ -203,6 +207,27 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
         loop["epochs"] = int(best.user_attrs["best_epoch"])
         recipe["epochs"] = loop["epochs"]
     return task.fit(train, eval, config=config.replace(**loop), **{**domain, **options})
+
+
+def startup_rates(strategy: str, config: TrainConfig) -> dict[str, float]:
+    """Rates of a strategy's first trial where the configured ones are the loop's defaults: a probe on
+    frozen features takes a head rate ten times the fine-tuning head's."""
+    if strategy == "linear_probe" and config.head_lr == TrainConfig.head_lr:
+        return {"head_lr": 10 * config.head_lr}
+    return {}
+
+
+def _keep_in_run_folder(task: Any, config: TrainConfig) -> None:
+    """The kept trial's weights and run file in the search's own run folder, so ``from_run`` finds them
+    there as after a retrain (the trial's own folder kept no checkpoint)."""
+    from safetensors.torch import save_model
+
+    run_dir = Path(config.output_dir)
+    stages = task.strategy.stages()
+    final = run_dir / stages[-1].name if len(stages) > 1 else run_dir
+    (final / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_model(task.model, str(final / "checkpoints" / "best.safetensors"))
+    task._write_run_file(config)
 
 
 def _requeue_interrupted(study: Any) -> None:

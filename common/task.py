@@ -247,15 +247,18 @@ class TransferTask(PushToHubMixin):
         return task
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike) -> TransferTask:
-        """Rebuild the task of a ``fit`` run (finished or interrupted) from its best, or else last, checkpoint."""
+    def from_run(cls, run_dir: str | os.PathLike, **kwargs: Any) -> TransferTask:
+        """Rebuild the task of a ``fit`` run (finished or interrupted) from its best, or else last, checkpoint.
+
+        ``kwargs`` go to :meth:`from_run_meta` (a classifier takes ``encoder=`` for a run of a custom
+        ``nn.Module`` encoder, as :meth:`load` does)."""
         from safetensors.torch import load_model
 
         meta_path = Path(run_dir) / RUN_FILE
         if not meta_path.exists():
             raise FileNotFoundError(f"{run_dir} is not a transferkit run folder (no {RUN_FILE})")
         meta = json.loads(meta_path.read_text())
-        task = cls.from_run_meta(meta, Path(run_dir))
+        task = cls.from_run_meta(meta, Path(run_dir), **kwargs)
         task.strategy = get_strategy(meta["strategy"])
         # The final stage's groups put its new modules (LoRA adapters) in place before the weights load.
         task.strategy.stages()[-1].param_groups(task.encoder, task.head, TrainConfig.from_dict(meta["config"]))

@@ -158,3 +158,44 @@ def test_export_of_a_module_encoder_keeps_its_processor(tmp_path):
     assert list(again.encoder.processor.image_mean) == [0.25, 0.5, 0.75]
     test = _images(6, seed=2)[0]
     assert torch.allclose(again.logits(test), clf.logits(test), atol=1e-6)
+
+
+def _small_cnn():
+    """A global-pooling CNN with a 16 px input: it also runs at 32 px, so the search may try that."""
+    from transformers import ViTImageProcessor
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    proc = ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return load_encoder(body, feature_dim=8, processor=proc)
+
+
+def test_first_trials_use_the_domains_defaults_unless_the_user_set_rates(tmp_path):
+    from transferkit.common import TrainConfig
+
+    clf = ImageClassifier(_small_cnn(), labels=["bright", "dark"], strategy="auto")
+    assert clf.search_defaults("finetune", TrainConfig()) == {"augment": True, "image_size": 32, "lr": 5e-4,
+                                                             "head_lr": 5e-3}
+    assert clf.search_defaults("finetune", TrainConfig(lr=1e-4)) == {"augment": True, "image_size": 32, "head_lr": 5e-3}
+    assert clf.search_defaults("linear_probe", TrainConfig()) == {"augment": True, "image_size": 32}
+    vit_like = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    assert vit_like.search_defaults("finetune", TrainConfig()) == {"augment": True}  # flattening: one input size
+    clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["linear_probe", "finetune"],
+            retrain=False, **FAST)
+    rows = {r["strategy"]: r for r in csv.DictReader(open(tmp_path / "trials.csv"))}
+    assert float(rows["linear_probe"]["head_lr"]) == 1e-2  # a probe's rate: ten times the fine-tuning head's
+    assert (float(rows["finetune"]["lr"]), float(rows["finetune"]["head_lr"])) == (5e-4, 5e-3)
+    assert {rows[s]["image_size"] for s in rows} == {"32"}
+
+
+def test_a_kept_trial_is_in_the_run_folder_with_its_searched_input_size(tmp_path):
+    """Regression: keeping the best trial left no checkpoint or run file behind, and ``from_run`` rebuilt
+    the encoder with the spec's processor, not the searched input size."""
+    clf = ImageClassifier(_small_cnn(), labels=["bright", "dark"], strategy="auto")
+    clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["finetune"], retrain=False, **FAST)
+    assert clf.encoder.processor.size == {"height": 32, "width": 32}
+    back = ImageClassifier.from_run(tmp_path, encoder=_small_cnn())
+    assert back.encoder.processor.size == {"height": 32, "width": 32}
+    test = _images(10, seed=2)[0]
+    assert torch.equal(back.logits(test), clf.logits(test))

@@ -117,6 +117,18 @@ class ImageClassifier(TransferClassifier):
         plain = AugmentConfig(crop_scale=(1.0, 1.0), hflip=False)
         return {"augment": AugmentConfig() if trial.suggest_categorical("augment", [True, False]) else plain}
 
+    def search_defaults(self, strategy: str, config: TrainConfig) -> dict[str, Any]:
+        """First trials: with augmentation; a small-input encoder (a CIFAR net on photos) at twice its
+        input; a CNN body at CNN fine-tuning rates (ten times the transformer defaults) unless set."""
+        sizes = _input_sizes(self.encoder)
+        out: dict[str, Any] = {"augment": True, **({"image_size": max(sizes)} if len(sizes) > 1 and min(sizes) <= 64 else {})}
+        convolutional = sum(isinstance(m, torch.nn.Conv2d) for m in self.encoder.modules()) > 2  # not a patch embedding
+        if convolutional and strategy != "linear_probe" and config.lr == TrainConfig.lr:
+            out["lr"] = 10 * config.lr
+        if convolutional and strategy != "linear_probe" and config.head_lr == TrainConfig.head_lr:
+            out["head_lr"] = 5 * config.head_lr
+        return out
+
     def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:
         """Label and class probabilities for each image (path, PIL image or array, or a list of them)."""
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
