@@ -1,10 +1,12 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
+from .audit import EventAudit, audit
 from .base import Recommender
 from .baselines import item_popularity, popularity, random_tables
 from .blend import PopularityBlend, fit_blend
 from .config import (
     ALSConfig,
+    AuditConfig,
     BlendConfig,
     BPRConfig,
     ConfidenceConfig,
@@ -48,6 +50,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ALSConfig",
+    "AuditConfig",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
@@ -57,6 +60,7 @@ __all__ = [
     "EASEConfig",
     "EmbeddingModel",
     "EmbeddingTables",
+    "EventAudit",
     "EvaluateConfig",
     "FactorizationConfig",
     "InteractionColumns",
@@ -71,6 +75,7 @@ __all__ = [
     "WarmStartConfig",
     "align",
     "auc",
+    "audit",
     "confidence",
     "coverage_at_k",
     "cross_domain",

@@ -1,9 +1,9 @@
-"""Recommendation: pretrain, warm-start, recommend, evaluate and push embedding tables.
+"""Recommendation: audit events, pretrain, warm-start, recommend, evaluate and push embedding tables.
 
 Every option is a dataclass field: the files a verb reads and writes (``PretrainArgs`` ...), and its
 settings from :mod:`transferkit.recsys.config` (``InteractionColumns``, ``ConfidenceConfig``, the
 model configs - implicit's factorisations and the item-item models - ``WarmStartConfig``,
-``RecommendConfig``, ``EvaluateConfig``), so the command line and the Python API never drift apart.
+``RecommendConfig``, ``EvaluateConfig``, ``AuditConfig``), so the command line and the Python API never drift apart.
 ``push`` is the common verb: ``--model`` names the tables folder.
 """
 
@@ -17,10 +17,12 @@ from pathlib import Path
 
 from transferkit.common.cli import add_dataclass_arguments, add_verb, dataclass_from_args, print_json
 
+from .audit import audit
 from .base import Recommender
 from .config import (
     ITEM_ITEM_CONFIGS,
     MODEL_CONFIGS,
+    AuditConfig,
     ConfidenceConfig,
     EvaluateConfig,
     FactorizationConfig,
@@ -87,8 +89,23 @@ class EvaluateArgs:
     test: str = field(metadata={"help": "Held-out events (same columns as --train)."})
 
 
+@dataclass
+class AuditArgs:
+    events: str = field(metadata={"help": "Events to audit: CSV or parquet, one event per row (read, never modified).",
+                                  "positional": True})
+    items: str | None = field(default=None, metadata={
+        "help": "Item content table (CSV or parquet, one row per item): items without a row, or with an empty one, "
+                "are flagged no_content."})
+    items_id: str | None = field(default=None, metadata={"help": "Item id column of --items; None: the --item column's name."})
+    out: str | None = field(default=None, metadata={"help": "Folder for audit.md, flagged.csv and config.json."})
+    write_clean: str | None = field(default=None, metadata={
+        "help": "Write a cleaned copy of the events here (CSV): the --drop reasons' rows dropped, ids in one spelling."})
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
+    add_verb(verbs, "audit", _audit, "flag duplicate events, bots, bad timestamps, id variants and items without content",
+             AuditArgs, InteractionColumns, AuditConfig)
     pre = add_verb(verbs, "pretrain", _pretrain, "fit a model (implicit's factorisations, item-item, EASE) and save it",
                    PretrainArgs, InteractionColumns, ConfidenceConfig)
     _add_model_arguments(pre)
@@ -197,6 +214,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     io, config = dataclass_from_args(EvaluateArgs, args), dataclass_from_args(EvaluateConfig, args)
     result = evaluate(_load(io.tables), _read(io.train, args), _read(io.test, args),
                       **dataclasses.asdict(config), unknown="cold_start", split={"split": "given (--train/--test)"})
+    print_json(result)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    io, columns = dataclass_from_args(AuditArgs, args), dataclass_from_args(InteractionColumns, args)
+    found = audit(io.events, io.items, items_id=io.items_id, config=dataclass_from_args(AuditConfig, args),
+                  **dataclasses.asdict(columns))
+    result = {"events": io.events, **found.summary()}
+    if io.out:
+        result["audit"] = str(found.write(io.out) / "audit.md")
+    if io.write_clean:
+        result["clean"] = str(found.write_clean(io.write_clean))
     print_json(result)
     return 0
 

@@ -13,8 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pandas as pd
+
 __all__ = [
+    "AUDIT_REASONS",
     "ALSConfig",
+    "AuditConfig",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
@@ -306,6 +310,67 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _check_at_least(self, 1, "k")
         _check_at_least(self, 0, "positive_threshold")
+
+
+# what recsys.audit flags, in the order audit.md lists them
+AUDIT_REASONS = ("missing_id", "bad_weight", "unparseable_time", "time_out_of_range", "future_time",
+                 "duplicate_event", "repeated_pair", "heavy_user", "heavy_item", "id_variant", "no_content")
+AUDIT_DROP = ("missing_id", "bad_weight", "unparseable_time", "time_out_of_range", "future_time",
+              "duplicate_event", "heavy_user")
+TIME_UNITS = ("s", "ms", "us", "ns", "index")
+
+
+@dataclass
+class AuditConfig:
+    """What :func:`~transferkit.recsys.audit` flags in an events table, and what a cleaned copy drops.
+
+    A user (item) is heavy - a bot, a test account, a placeholder item - when the modified z-score
+    of its log event count, ``(log n - median) / (1.4826 * MAD)`` over all users (items), exceeds
+    ``heavy_z`` (Iglewicz & Hoaglin's 3.5), and it has at least ``heavy_min`` events; or, with
+    ``heavy_share``, when it holds more than that share of all events.
+
+    Example:
+        >>> AuditConfig(heavy_z=5.0, drop=["duplicate_event"]).drop
+        ['duplicate_event']
+    """
+
+    heavy_z: float = field(default=3.5, metadata={
+        "help": "Flag a user or item whose modified z-score of log event count, (log n - median) / (1.4826 MAD), "
+                "is above this."})
+    heavy_min: int = field(default=20, metadata={"help": "Never flag a user or item with fewer events than this."})
+    heavy_share: float | None = field(default=None, metadata={
+        "help": "Also flag a user or item holding more than this share of all events (e.g. 0.05); None: off."})
+    repeats: bool = field(default=False, metadata={
+        "help": "Also flag a (user, item) pair repeated at another time (repeated_pair)."})
+    min_time: str = field(default="1990-01-01", metadata={"help": "Earliest plausible timestamp (a date, UTC)."})
+    now: str | None = field(default=None, metadata={
+        "help": "Latest plausible timestamp (a date, UTC); None: the time of the audit."})
+    time_unit: str = field(default="s", metadata={
+        "help": f"Unit of numeric timestamps: {', '.join(TIME_UNITS[:-1])} since 1970-01-01, or index "
+                "(ordinal numbers: no calendar check)."})
+    drop: list[str] = field(default_factory=lambda: list(AUDIT_DROP), metadata={
+        "help": "Reasons whose rows the cleaned copy drops (id variants are rewritten to one spelling, not dropped)."})
+    examples: int = field(default=3, metadata={"help": "Examples per reason in audit.md."})
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "heavy_z")
+        _check_at_least(self, 1, "heavy_min")
+        _check_at_least(self, 0, "examples")
+        if self.heavy_share is not None and not 0.0 < self.heavy_share <= 1.0:
+            raise ValueError(f"heavy_share must be in (0, 1] or None, got {self.heavy_share!r}")
+        if self.time_unit not in TIME_UNITS:
+            raise ValueError(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}")
+        unknown = [r for r in self.drop if r not in AUDIT_REASONS or r == "id_variant"]
+        if unknown:
+            raise ValueError(f"drop: {unknown} are not reasons rows can be dropped for "
+                             f"(choose from {', '.join(r for r in AUDIT_REASONS if r != 'id_variant')})")
+        for name in ("min_time", "now"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    pd.Timestamp(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be a date such as '1990-01-01', got {value!r}") from None
 
 
 def reject_mixed(func: Callable, config: Any, **keywords: Any) -> None:
