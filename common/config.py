@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
 _BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
 
@@ -72,6 +73,12 @@ class TrainConfig:
     greater_is_better: bool = setting(True, "Whether a larger metric_for_best is better.")
     resume: bool = setting(False, "Continue from the last checkpoint in output_dir.")
     save_checkpoints: bool = setting(True, "Write an atomic checkpoint after every epoch.")
+    save_steps: int | None = setting(None, "Also write a checkpoint every N optimizer steps (a resume then "
+                                     "continues mid-epoch).", ge=1)
+    save_total_limit: int | None = setting(None, "Keep only the N newest step checkpoints (the epoch checkpoint "
+                                           "and the best weights are never deleted).", ge=1)
+    report_to: str = setting("none", "Experiment tracker fed through Accelerate: none, tensorboard (logs in "
+                             "output_dir/tracking), wandb or mlflow.", choices=TRACKERS)
     group_by_length: bool = setting(False, "Batch examples of similar length together.")
     progress: bool = setting(True, "Show tqdm progress bars.")
     plot: bool = setting(True, "Write learning_curve.png beside metrics.jsonl.")

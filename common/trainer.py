@@ -36,6 +36,7 @@ class TrainResult:
     best_metric: float | None = None
     skipped_steps: int = 0
     stopped_early: bool = False
+    steps: int = 0  # optimizer steps over the whole run (a resumed run counts those before the resume too)
     seconds: float = 0.0
     output_dir: str = ""
 
@@ -63,7 +64,7 @@ def _default_workers(requested: int | None) -> int:
     return min(8, max(1, (os.cpu_count() or 2) // 2)) if torch.cuda.is_available() else 0
 
 
-def _make_accelerator(mixed_precision: str, grad_accum: int):
+def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "none", logging_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -73,7 +74,12 @@ def _make_accelerator(mixed_precision: str, grad_accum: int):
     if state and state.get("_mixed_precision") not in (None, mixed_precision) and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    if report_to == "none":
+        return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    from accelerate.utils import ProjectConfiguration
+
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, log_with=report_to,
+                       project_config=ProjectConfiguration(project_dir=str(logging_dir), logging_dir=str(logging_dir)))
 
 
 class Callback:
@@ -175,49 +181,97 @@ class Trainer:
         self.out = Path(config.output_dir)
         self.mixed_precision = resolve_mixed_precision(config.mixed_precision)
         self.accelerator = None
+        _check_tracker(config.report_to)
+        self._tap: _RngTap | None = None
+        self._resume_rng: tuple | None = None
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
     def _last(self) -> Path:
         return self.out / "checkpoints" / "last"
 
-    def _save_checkpoint(self, state: dict) -> None:
-        """Write the checkpoint to a temporary folder, then swap it in: a kill never leaves half a checkpoint."""
+    def _save_checkpoint(self, state: dict, target: Path | None = None) -> None:
+        """Write the checkpoint to a temporary folder, then swap it in: a kill never leaves half a checkpoint.
+
+        Each process writes its own random-generator states (``rng-<rank>.json``); the main process
+        writes the loop state and the callbacks' state (``trainer_state.json``) and swaps the folder in.
+        """
         acc = self.accelerator
-        tmp, old = self._last.with_name(".last.tmp"), self._last.with_name(".last.old")
+        target = target or self._last
+        tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        rng = {"rng": _rng_state()}
+        if state.get("progress") and self._tap is not None and self._tap.last is not None:
+            # The loader already fetched the next batch (Accelerate reads one ahead): a mid-epoch resume
+            # must fetch it again from the generators' state before that fetch.
+            rng["next_batch_rng"] = _cpu_rng_json(self._tap.last)
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / f"rng-{acc.process_index}.json").write_text(json.dumps(rng))
+        acc.wait_for_everyone()
         if acc.is_main_process:
-            extra = {"rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks]}
+            extra = {"callbacks": [cb.state_dict() for cb in self.callbacks], "num_processes": acc.num_processes}
             (tmp / "trainer_state.json").write_text(json.dumps({**state, **extra}))
-            if self._last.exists():
-                os.replace(self._last, old)
-            os.replace(tmp, self._last)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
+    def _save_step_checkpoint(self, state: dict) -> None:
+        """``checkpoints/step-<N>``, then drop the oldest step checkpoints beyond ``save_total_limit``."""
+        self._save_checkpoint(state, self.out / "checkpoints" / f"{STEP_PREFIX}{state['global_step']}")
+        limit = self.config.save_total_limit
+        if limit and self.accelerator.is_main_process:
+            # Only older ones go: the newest (what a resume reads), the epoch checkpoint and best weights stay.
+            for d in _step_dirs(self.out / "checkpoints")[:-limit]:
+                shutil.rmtree(d, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
     def _resume_dir(self) -> Path | None:
-        for d in (self._last, self._last.with_name(".last.old")):
+        """The newest complete checkpoint: the epoch one (``last``, or ``.last.old`` if a kill hit the
+        swap) or a step one, whichever trained further; at a tie the epoch one (it holds the evaluation)."""
+        found = []
+        for d in (self._last, self._last.with_name(".last.old"), *_step_dirs(self.out / "checkpoints")):
             if (d / "trainer_state.json").exists():
-                return d
-        return None
+                s = json.loads((d / "trainer_state.json").read_text())
+                found.append(((s.get("global_step", 0), s["epoch"], not d.name.startswith(STEP_PREFIX)), d))
+        return max(found, key=lambda x: x[0])[1] if found else None
 
     def _restore(self) -> dict:
-        """The loop state of the last checkpoint when resuming (weights, optimizer, RNG, callbacks), else a fresh one."""
-        state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "skipped": 0}
+        """The loop state of the newest checkpoint when resuming (weights, optimizer, RNG, callbacks), else a fresh one."""
+        acc = self.accelerator
+        state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "skipped": 0,
+                 "global_step": 0, "progress": None}
         resume_from = self._resume_dir() if self.config.resume else None
         if resume_from is None:
             if self.config.resume:
-                log.info("resume=True but %s holds no checkpoint: starting fresh", self._last)
+                log.info("resume=True but %s holds no checkpoint: starting fresh", self.out / "checkpoints")
+            elif acc.is_main_process:
+                # A fresh run in an old folder: a stale step checkpoint must not win a later resume.
+                for d in _step_dirs(self.out / "checkpoints"):
+                    shutil.rmtree(d, ignore_errors=True)
+            acc.wait_for_everyone()
             return state
-        self.accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / "trainer_state.json").read_text())
-        _set_rng_state(state.pop("rng"))
+        saved = json.loads((resume_from / "trainer_state.json").read_text())
+        if saved.get("progress") and saved.get("num_processes", acc.num_processes) != acc.num_processes:
+            raise ValueError(f"{resume_from} was written mid-epoch by {saved['num_processes']} processes; resume it "
+                             f"with the same number (this run has {acc.num_processes}), or from an epoch checkpoint")
+        acc.load_state(str(resume_from))
+        state = {**state, **saved}
+        rng_file = resume_from / f"rng-{acc.process_index}.json"
+        rng = json.loads(rng_file.read_text()) if rng_file.exists() else {"rng": state.pop("rng")}
+        state.pop("rng", None)
+        state.pop("num_processes", None)
+        _set_rng_state(rng["rng"])
+        if state["progress"]:
+            # Replayed around the first fetch of the resumed epoch (see _RngTap).
+            self._resume_rng = (rng.get("next_batch_rng"), rng["rng"])
         for cb, cb_state in zip(self.callbacks, state.pop("callbacks", [])):
             cb.load_state_dict(cb_state)
-        log.info("resumed from %s after epoch %d", resume_from, state["epoch"])
+        log.info("resumed from %s: epoch %d done, %d optimizer steps", resume_from, state["epoch"], state["global_step"])
         return state
 
     def _save_best(self) -> None:
@@ -244,10 +298,16 @@ class Trainer:
         else:
             sampler = EpochSampler(len(train_dataset), cfg.seed)
         workers = _default_workers(cfg.num_workers)
+        eval_collate_fn = eval_collate_fn or collate_fn
+        if workers == 0:
+            # Loading in this process draws from the same generators as dropout: the tap records their
+            # state before each fetch, so that a mid-epoch resume fetches the next batch exactly again.
+            self._tap = _RngTap()
+            train_dataset, collate_fn = _TappedDataset(train_dataset, self._tap), _TappedCollate(collate_fn, self._tap)
         loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda", "persistent_workers": workers > 0}
         train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
         eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
-                                  collate_fn=eval_collate_fn or collate_fn, **loader_kw)
+                                  collate_fn=eval_collate_fn, **loader_kw)
                        if eval_dataset is not None else None)
         return sampler, train_loader, eval_loader
 
@@ -269,11 +329,15 @@ class Trainer:
         if len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
-        acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps)
-        torch.manual_seed(cfg.seed)
+        acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
+                                                   self.out / "tracking")
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)  # torch, numpy and random: augmentation drawing from any of them repeats
         self.out.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.out / "config.json", resolved_mixed_precision=self.mixed_precision,
-                 device=str(acc.device), num_processes=acc.num_processes, **self.run_info)
+        if acc.is_main_process:
+            cfg.save(self.out / "config.json", resolved_mixed_precision=self.mixed_precision,
+                     device=str(acc.device), num_processes=acc.num_processes, **self.run_info)
 
         sampler, train_loader, eval_loader = self._loaders(train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths)
         optimizer = self.optimizer_factory(self.param_groups, cfg)
@@ -288,6 +352,8 @@ class Trainer:
         evaluates = eval_loader is not None or self.evaluate_fn is not None
 
         state = self._restore()
+        if cfg.report_to != "none":
+            acc.init_trackers(self.out.resolve().name or "transferkit", config=_tracker_config(cfg, self.run_info))
         for cb in self.callbacks:
             cb.on_train_begin(self)
         start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in state["history"])
@@ -300,6 +366,7 @@ class Trainer:
                 train_loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
             row = self._train_epoch(model, optimizer, scheduler, train_loader, epoch, state)
+            state["progress"] = None
             if evaluates:
                 row.update(self._evaluate(model, eval_loader))
             for cb in self.callbacks:
@@ -311,15 +378,18 @@ class Trainer:
             if cfg.save_checkpoints:
                 self._save_checkpoint(state)
             self._write_metrics(state["history"])
+            acc.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))},
+                    step=state["global_step"])
             log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
         if evaluates and state["best_epoch"] is not None:
             self._load_best()
         acc.wait_for_everyone()
+        acc.end_training()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-                           skipped_steps=state["skipped"], stopped_early=self._patience_spent(state),
+                           skipped_steps=state["skipped"], stopped_early=self._patience_spent(state), steps=state["global_step"],
                            seconds=time.perf_counter() - start, output_dir=str(self.out))
 
     def _patience_spent(self, state: dict) -> bool:
@@ -333,33 +403,60 @@ class Trainer:
         params = [p for g in self.param_groups for p in g["params"]]
         model.train()
         _freeze_frozen_norm_statistics(model)
-        t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
+        # A run resumed from a step checkpoint continues the epoch: the batches already trained are
+        # skipped without loading them, and the epoch's running sums carry on.
+        progress = state["progress"] or {"batches": 0, "loss_sum": 0.0, "n_steps": 0, "seen": 0, "seconds": 0.0}
+        done, total = progress["batches"], len(loader)
+        if done:
+            from accelerate import skip_first_batches
+
+            loader = skip_first_batches(loader, done) if done < total else []
+            if done < total and self._tap is not None and self._resume_rng is not None:
+                self._tap.replay(*self._resume_rng)
+        pending_rng = self._resume_rng[1] if done < total and self._tap is None and self._resume_rng else None
+        self._resume_rng = None
+        t0 = time.perf_counter() - progress["seconds"]
+        loss_sum, n_steps, seen = progress["loss_sum"], progress["n_steps"], progress["seen"]
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
-                   leave=False, dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True, initial=done, total=total)
         for batch in bar:
+            if pending_rng is not None:  # loader workers: the main process's generators drive only the model
+                _set_rng_state(pending_rng)
+                pending_rng = None
             for cb in self.callbacks:
                 cb.on_batch_begin(self, model, batch)
             with acc.accumulate(model):
                 with acc.autocast():
                     loss = self.compute_loss(model, batch)
-                if not self._all_finite(loss):
+                finite = self._all_finite(loss)
+                if finite:
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                else:
                     # A non-finite loss would poison the weights (the fp16 CTC failure): skip the step.
                     state["skipped"] += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                acc.backward(loss)
-                if acc.sync_gradients and cfg.max_grad_norm:
-                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            value = loss.item()
-            for cb in self.callbacks:
-                cb.on_batch_end(self, value)
-            loss_sum += value
-            n_steps += 1
-            seen += _batch_size(batch)
-            bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
+            done += 1
+            if finite:
+                value = loss.item()
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, value)
+                loss_sum += value
+                n_steps += 1
+                seen += _batch_size(batch)
+                bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
+            if not acc.sync_gradients:
+                continue
+            state["global_step"] += 1
+            if finite:
+                acc.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, step=state["global_step"])
+            if cfg.save_steps and state["global_step"] % cfg.save_steps == 0:
+                state["progress"] = {"batches": done, "loss_sum": loss_sum, "n_steps": n_steps, "seen": seen,
+                                     "seconds": time.perf_counter() - t0}
+                self._save_step_checkpoint(state)
         seconds = time.perf_counter() - t0
         return {"epoch": epoch, "train_loss": loss_sum / max(1, n_steps), "lr": scheduler.get_last_lr()[0],
                 "seconds": seconds, "samples_per_s": seen * acc.num_processes / max(seconds, 1e-9),
@@ -461,10 +558,7 @@ def _rng_state() -> dict:
 
     import numpy as np
 
-    np_state = np.random.get_state()
-    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-             "torch": torch.get_rng_state().tolist()}
+    state = _cpu_rng_json((random.getstate(), np.random.get_state(), torch.get_rng_state()))
     if torch.cuda.is_available():
         state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
@@ -490,3 +584,98 @@ def _batch_size(batch: Any) -> int:
     if isinstance(batch, (list, tuple)):
         batch = batch[0]
     return int(batch.shape[0]) if hasattr(batch, "shape") and batch.dim() else 1
+
+
+STEP_PREFIX = "step-"
+
+
+def _step_dirs(folder: Path) -> list[Path]:
+    """Step checkpoints in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    dirs = [d for d in folder.iterdir() if d.is_dir() and d.name.startswith(STEP_PREFIX) and d.name[len(STEP_PREFIX):].isdigit()]
+    return sorted(dirs, key=lambda d: int(d.name[len(STEP_PREFIX):]))
+
+
+def _check_tracker(report_to: str) -> None:
+    import importlib.util
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise ImportError(f"report_to={report_to!r} needs the {package} package: pip install {package} "
+                          "(or report_to='none')")
+
+
+def _tracker_config(config: TrainConfig, run_info: dict) -> dict:
+    """The run's settings as flat scalars, which every tracker accepts as hyperparameters."""
+    flat = {**config.to_dict(), **{k: v for k, v in run_info.items() if not isinstance(v, dict)}}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+
+class _RngTap:
+    """Records the random generators' state before each training fetch, and replays a resume.
+
+    Accelerate's loader fetches one batch ahead, so when step ``k`` ends (and a checkpoint is
+    written) batch ``k+1`` has already been loaded and collated, drawing from the same generators
+    as the model's dropout. A resumed run therefore sets the state from before that fetch, fetches
+    batch ``k+1`` again, then sets the checkpoint's state, which is what the uninterrupted run had
+    when it fetched batch ``k+2``.
+    """
+
+    def __init__(self) -> None:
+        self.last: tuple | None = None
+        self._before: dict | None = None
+        self._after: dict | None = None
+
+    def replay(self, before: dict | None, after: dict) -> None:
+        self._before, self._after = before, after
+
+    def before_fetch(self) -> None:
+        import random
+
+        import numpy as np
+
+        if self._before is not None:
+            _set_rng_state(self._before)
+            self._before = None
+        self.last = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    def after_collate(self) -> None:
+        if self._after is not None:
+            _set_rng_state(self._after)
+            self._after = None
+
+
+class _TappedDataset(Dataset):
+    def __init__(self, dataset: Any, tap: _RngTap) -> None:
+        self.dataset, self.tap = dataset, tap
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list) -> list:
+        self.tap.before_fetch()
+        if hasattr(self.dataset, "__getitems__"):
+            return list(self.dataset.__getitems__(indices))
+        return [self.dataset[i] for i in indices]
+
+
+class _TappedCollate:
+    def __init__(self, collate_fn: Callable | None, tap: _RngTap) -> None:
+        from torch.utils.data import default_collate
+
+        self.collate_fn, self.tap = collate_fn or default_collate, tap
+
+    def __call__(self, rows: list) -> Any:
+        batch = self.collate_fn(rows)
+        self.tap.after_collate()
+        return batch
+
+
+def _cpu_rng_json(raw: tuple) -> dict:
+    python, np_state, torch_state = raw
+    return {"python": [python[0], list(python[1]), python[2]], "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "torch": torch_state.tolist()}
