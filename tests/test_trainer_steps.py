@@ -137,3 +137,47 @@ def test_step_settings_are_checked():
         TrainConfig(save_steps=0)
     with pytest.raises(ValueError, match="save_total_limit must be >= 1"):
         TrainConfig(save_total_limit=0)
+
+
+def test_pretraining_resumed_mid_epoch_anneals_the_gumbel_temperature_as_uninterrupted(tmp_path, monkeypatch):
+    """wav2vec2 pretraining: masking draws from numpy, the quantiser's Gumbel noise from torch, and the
+    temperature follows a step count kept in a callback; all three must continue where the kill hit."""
+    import importlib
+
+    from safetensors.torch import load_file
+    from test_audio_models import tiny_wav2vec2, tones
+
+    pretrain_module = importlib.import_module("transferkit.audio.pretrain")
+
+    w2v = tiny_wav2vec2(tmp_path / "w2v")
+    waves, _ = tones(8)
+    temps, kill = [], {"after": None}
+    begin, end = pretrain_module.GumbelAnneal.on_batch_begin, pretrain_module.GumbelAnneal.on_batch_end
+
+    def record(self, trainer, model, batch):
+        temps.append(self.temperature)
+        begin(self, trainer, model, batch)
+
+    def maybe_kill(self, trainer, loss):
+        end(self, trainer, loss)
+        if self.step == kill["after"]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module.GumbelAnneal, "on_batch_begin", record)
+    monkeypatch.setattr(pretrain_module.GumbelAnneal, "on_batch_end", maybe_kill)
+    # 8 clips / batch 2 = 4 steps per epoch, 8 in all; a step checkpoint every 3 steps.
+    opts = {"num_negatives": 4, "mask_time_length": 2, "epochs": 2, "batch_size": 2, "lr": 1e-3, "progress": False,
+            "plot": False, "save_steps": 3, "gumbel_temperature_decay": 0.9}
+    ref = pretrain_module.pretrain(waves, w2v, output_dir=tmp_path / "ref", **opts)
+    ref_temps = list(temps)
+    assert len(ref_temps) == 8 and ref_temps[0] > ref_temps[-1]  # it does anneal
+
+    kill["after"] = 7
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_module.pretrain(waves, w2v, output_dir=tmp_path / "run", **opts)
+    kill["after"], temps[:] = None, []
+    res = pretrain_module.pretrain(waves, w2v, output_dir=tmp_path / "run", resume=True, **opts)
+    assert temps == ref_temps[6:]  # resumed after step 6 (epoch 2, batch 2): steps 7 and 8, same temperatures
+    assert res.final["gumbel_temperature_steps"] == ref.final["gumbel_temperature_steps"] == 8
+    a, b = load_file(f"{ref.folder}/model.safetensors"), load_file(f"{res.folder}/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
