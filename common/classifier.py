@@ -106,6 +106,12 @@ def _batched(batch: dict) -> dict:
     return batch
 
 
+def _head_only(config: TrainConfig) -> bool:
+    """Whether the probe stage may skip the Trainer: not under several processes (the Trainer shards the
+    batches) and not when an experiment tracker expects the run (the Trainer feeds it)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1 and getattr(config, "report_to", "none") in (None, "none")
+
+
 class TransferClassifier(TransferTask):
     """Base class: a pretrained encoder plus a linear head for ``labels``.
 
@@ -178,7 +184,8 @@ class TransferClassifier(TransferTask):
             return _FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
 
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
-        return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched)
+        return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
+                         head_only=_head_only(config))
 
     def search(self, train, eval=None, *, config, **options):
         from .search import SEARCH_FIELDS, SearchConfig, run_search

@@ -74,6 +74,9 @@ class StageData:
     train: Sequence
     eval: Sequence | None
     collate: Callable | None
+    #: rows are feature vectors and only the head learns: the stage runs the head-only loop
+    #: (:func:`~transferkit.common.head_loop.fit_head_on_features`) instead of the Trainer
+    head_only: bool = False
 
 
 class TransferTask(PushToHubMixin):
@@ -201,7 +204,11 @@ class TransferTask(PushToHubMixin):
                               evaluate=self.eval_fn() if data.eval is not None else None,
                               run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),
                                         "base_model": str(self.encoder.spec), **self.run_meta()})
-            if cached is not None:
+            if cached is not None and cached.head_only:
+                from .head_loop import fit_head_on_features
+
+                results[stage.name] = fit_head_on_features(trainer, cached.train, cached.eval)
+            elif cached is not None:
                 results[stage.name] = trainer.fit(cached.train, cached.eval, collate_fn=cached.collate)
             else:
                 results[stage.name] = trainer.fit(data.train, data.eval, collate_fn=data.collate,
