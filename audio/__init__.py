@@ -5,6 +5,7 @@ Example:
 """
 
 from . import packaged  # noqa: F401  (registers packaged:speech_embedding and packaged:speaker_encoder)
+from .audit import ClipChecks, audit
 from .augment import WaveAugment
 from .classifier import AudioClassifier
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
@@ -21,12 +22,14 @@ __all__ = [
     "AudioDataset",
     "AudioModelConfig",
     "CTCConfig",
+    "ClipChecks",
     "ClipCrop",
     "ClipFilter",
     "MfccLogReg",
     "PretrainConfig",
     "SpeechRecognizer",
     "WaveAugment",
+    "audit",
     "build_vocab",
     "error_rates",
     "greedy_decode",

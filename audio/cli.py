@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferkit.common import TrainConfig
+from transferkit.common.audit import AuditConfig
 from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
 
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
@@ -37,8 +38,22 @@ class PretrainArgs:
     eval: str | None = field(default=None, metadata={"help": "Held-out unlabelled audio."})
 
 
+@dataclass
+class AudioAuditArgs:
+    data: str = field(metadata={"help": "Audio folder (one sub-folder per label) or CSV/TSV of path,label; only read.",
+                                "positional": True})
+    model: str = field(metadata={"help": "The encoder whose features the audit compares (as for fit --model)."})
+    test: str | None = field(default=None, metadata={"help": "Test folder or manifest: training clips copied from it are leakage."})
+    out: str | None = field(default="audit", metadata={"help": "Folder for audit.md, audit.html, flagged.csv, audit-config.json."})
+    write_clean: str | None = field(default=None, metadata={"help": "Write a path,label CSV of the clips that stay (fit reads it)."})
+
+
 def register(parser: argparse.ArgumentParser) -> None:
+    from .audit import ClipChecks
+
     verbs = parser.add_subparsers(dest="verb", required=True)
+    add_verb(verbs, "audit", _audit, "flag unreadable, silent or clipped clips, duplicates, leakage, label errors, outliers",
+             AudioAuditArgs, AuditConfig, ClipChecks)
     for verb in (add_verb(verbs, "fit", _fit, "fine-tune a speech encoder on an audio folder / manifest and export it",
                           AudioFitArgs, AudioModelConfig, ClipCrop, train=True),
                  add_verb(verbs, "fit-ctc", _fit_ctc, "fine-tune a CTC speech recognizer on a path,transcript manifest",
@@ -65,6 +80,18 @@ def _is_recognizer(folder: str) -> bool:
     if (path / "transferkit-run.json").exists():
         return json.loads((path / "transferkit-run.json").read_text()).get("task") == "SpeechRecognizer"
     return (path / "vocab.json").exists()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from transferkit.common.audit import write_outputs
+
+    from .audit import ClipChecks, audit
+
+    a = dataclass_from_args(AudioAuditArgs, args)
+    report = audit(a.data, a.model, test=a.test, config=dataclass_from_args(AuditConfig, args),
+                   checks=dataclass_from_args(ClipChecks, args))
+    print_json(write_outputs(report, a.out, a.write_clean))
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:

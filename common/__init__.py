@@ -1,6 +1,7 @@
 """transferkit.common: the shared core (encoders, strategies, the task contract, the training loop,
 caching, fusion, export). It knows no domain: vision, audio and recsys register themselves."""
 
+from .audit import AuditConfig, AuditReport, AuditSplit, run_audit
 from .classifier import (
     ClassificationModel,
     TransferClassifier,
@@ -35,6 +36,9 @@ from .task import TrainingData, TransferTask
 from .trainer import Callback, Trainer, TrainResult
 
 __all__ = [
+    "AuditConfig",
+    "AuditReport",
+    "AuditSplit",
     "Callback",
     "ClassificationModel",
     "ConfusionMatrix",
@@ -69,6 +73,7 @@ __all__ = [
     "register_packaged",
     "register_strategy",
     "resolve_mixed_precision",
+    "run_audit",
     "train_classifier",
     "uniform_soup",
     "wise_ft",

@@ -8,13 +8,15 @@ import re
 
 import pytest
 
-from transferkit.audio.cli import AudioFitArgs, CTCFitArgs, PretrainArgs
+from transferkit.audio.audit import ClipChecks
+from transferkit.audio.cli import AudioAuditArgs, AudioFitArgs, CTCFitArgs, PretrainArgs
 from transferkit.audio.config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
 from transferkit.common import TrainConfig
+from transferkit.common.audit import AuditConfig
 from transferkit.common.cli import CurveArgs, EvaluateArgs, ExportArgs, PredictArgs, PushArgs, build_parser
 from transferkit.common.search import SearchConfig
 from transferkit.common.strategies import strategy_classes
-from transferkit.vision.cli import ImageFitArgs
+from transferkit.vision.cli import ImageAuditArgs, ImageFitArgs
 from transferkit.vision.transforms import AugmentConfig
 
 
@@ -35,12 +37,14 @@ TRAIN = _flags(TrainConfig) | {"--strategy"} | _flags(SearchConfig) | set().unio
 
 VERBS = {
     ("vision", "fit"): _flags(ImageFitArgs) | _flags(AugmentConfig) | TRAIN,
+    ("vision", "audit"): _flags(ImageAuditArgs) | _flags(AuditConfig),
     ("vision", "evaluate"): _flags(EvaluateArgs),
     ("vision", "predict"): _flags(PredictArgs),
     ("vision", "export"): _flags(ExportArgs),
     ("vision", "push"): _flags(PushArgs),
     ("vision", "curve"): _flags(CurveArgs) | _flags(TrainConfig),
     ("audio", "fit"): _flags(AudioFitArgs) | _flags(AudioModelConfig) | _flags(ClipCrop) | TRAIN,
+    ("audio", "audit"): _flags(AudioAuditArgs) | _flags(AuditConfig) | _flags(ClipChecks),
     ("audio", "fit-ctc"): _flags(CTCFitArgs) | _flags(CTCConfig) | _flags(ClipFilter) | TRAIN,
     ("audio", "evaluate"): _flags(EvaluateArgs),
     ("audio", "predict"): _flags(PredictArgs),

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferkit.common.audit import AuditConfig
 from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
 
 from .transforms import AugmentConfig
@@ -20,8 +21,21 @@ class ImageFitArgs:
     weights: str | None = field(default=None, metadata={"help": "Local weights file for a scheme spec (torchvision:<name>)."})
 
 
+@dataclass
+class ImageAuditArgs:
+    data: str = field(metadata={"help": "Image folder (one sub-folder per class) or CSV of path,label; only read.",
+                                "positional": True})
+    model: str = field(metadata={"help": "The encoder whose features the audit compares (as for fit --model)."})
+    test: str | None = field(default=None, metadata={"help": "Test folder or CSV: training items copied from it are leakage."})
+    out: str | None = field(default="audit", metadata={"help": "Folder for audit.md, audit.html, flagged.csv, audit-config.json."})
+    write_clean: str | None = field(default=None, metadata={"help": "Write a path,label CSV of the items that stay (fit reads it)."})
+    weights: str | None = field(default=None, metadata={"help": "Local weights file for a scheme spec (torchvision:<name>)."})
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
+    add_verb(verbs, "audit", _audit, "flag unreadable images, duplicates, train/test leakage, likely label errors and outliers",
+             ImageAuditArgs, AuditConfig)
     add_verb(verbs, "fit", _fit, "fine-tune an encoder on an image folder / CSV and export the model",
              ImageFitArgs, AugmentConfig, train=True)
     add_model_verbs(verbs, _task, evaluate_help="accuracy, macro-F1, per-class report and confusion matrix",
@@ -40,6 +54,17 @@ def _task(folder: str) -> type:
     from .classifier import ImageClassifier
 
     return ImageClassifier
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from transferkit.common.audit import write_outputs
+
+    from .audit import audit
+
+    a = dataclass_from_args(ImageAuditArgs, args)
+    report = audit(a.data, a.model, test=a.test, config=dataclass_from_args(AuditConfig, args), weights=a.weights)
+    print_json(write_outputs(report, a.out, a.write_clean))
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -1,0 +1,445 @@
+"""Data audit: what in a labelled set would mislead training, found with the encoder's features.
+
+The core knows no domain. A domain (``transferkit.vision.audit``, ``transferkit.audio.audit``) decodes
+every file with its own decoder, hands over the ones that failed with the decoder's reason, a content
+hash per item and one feature vector per usable item (:class:`AuditSplit`); :func:`run_audit` then finds
+
+- **exact duplicates**: equal content hash (blake2b of the file's bytes);
+- **near-duplicates**: cosine similarity of mean-centred features at or above ``near_duplicate``
+  (centring removes the direction every feature shares, which otherwise puts unrelated items near 1),
+  within the training set and between training and test (**leakage**); a pair whose labels differ is
+  marked ``conflict``;
+- **likely label errors**: out-of-fold predicted probabilities of a cross-validated logistic-regression
+  probe (on row-normalised features), handed to cleanlab's ``find_label_issues`` (confident learning; Northcutt et al., 2021);
+- **outliers**: mean cosine distance to the ``neighbours`` nearest training items, flagged where its
+  robust z-score (median and MAD, scaled by 1.4826; Iglewicz and Hoaglin, 1993) exceeds ``outlier_z``;
+- **class balance**: items per label in each split.
+
+Nearest neighbours come from faiss (exact inner-product search) or, where faiss is not installed,
+scikit-learn's brute-force search; ``benchmarks/audit.py`` times both at 100K items.
+
+Nothing here writes to the user's files: :meth:`AuditReport.write` fills an output folder and
+:meth:`AuditReport.write_clean` writes a new manifest.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> feats = np.concatenate([rng.normal(0, 1, (20, 8)) + 6 * np.eye(8)[0], rng.normal(0, 1, (20, 8))])
+    >>> feats = np.concatenate([feats, feats[:1] + 1e-3])      # item 40: a near copy of item 0
+    >>> split = AuditSplit.from_features([f"{i}.png" for i in range(41)], ["a"] * 20 + ["b"] * 20 + ["a"], feats)
+    >>> report = run_audit(split)
+    >>> [(f.index, f.reason, f.partner) for f in report.flags]
+    [(40, 'near_duplicate', 0)]
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import check_settings, setting
+
+log = logging.getLogger(__name__)
+
+# What each kind of flag means, and which kinds write_clean leaves out by default.
+KINDS = {
+    "file": "the decoder could not use the file (unreadable, empty, truncated, corrupt, silent, clipped, ...)",
+    "duplicate": "an exact or near copy of an earlier training item (the earlier one is kept)",
+    "leakage": "a training item that is an exact or near copy of a test item",
+    "label": "a label that the out-of-fold probe and cleanlab find likely wrong",
+    "outlier": "far from its nearest training items (kept by default: review it)",
+}
+REASON_KIND = {"exact_duplicate": "duplicate", "near_duplicate": "duplicate", "leakage": "leakage",
+               "label_issue": "label", "outlier": "outlier"}
+KNN_BACKENDS = ("auto", "faiss", "sklearn")
+
+
+@dataclass
+class AuditConfig:
+    """Thresholds of the audit (written beside its report).
+
+    Example:
+        >>> AuditConfig(near_duplicate=0.9).drop
+        ['file', 'duplicate', 'leakage', 'label']
+    """
+
+    near_duplicate: float = setting(0.95, "Cosine similarity of mean-centred features at or above which two items "
+                                          "are near-duplicates.", gt=0, le=1)
+    outlier_z: float = setting(3.5, "Robust z-score of the kNN distance above which an item is an outlier.", gt=0)
+    neighbours: int = setting(10, "Nearest neighbours searched per item (outlier distance, duplicate candidates).", ge=1)
+    folds: int = setting(5, "Cross-validation folds of the label probe (fewer when a class is smaller).", ge=2)
+    probe_c: float = setting(1.0, "Inverse L2 strength of the logistic-regression probe (on rows scaled to length sqrt(dim)).", gt=0)
+    knn: str = setting("auto", "Nearest-neighbour library: faiss, sklearn, or auto (faiss when installed).",
+                       choices=KNN_BACKENDS)
+    drop: list[str] = setting(["file", "duplicate", "leakage", "label"],
+                              f"Kinds of flags write_clean leaves out (of {', '.join(KINDS)}).")
+    seed: int = setting(0, "Seed of the probe's folds.")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        unknown = sorted(set(self.drop) - set(KINDS))
+        if unknown:
+            raise ValueError(f"drop has unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
+
+
+@dataclass
+class AuditSplit:
+    """One split as a domain hands it over.
+
+    Args:
+        sources: a file path (or an in-memory name) per item.
+        labels: a label per item.
+        features: ``(len(usable), dim)`` encoder features of the usable items, in ``usable`` order.
+        usable: indices of the items that decoded (and have features).
+        hashes: a content hash per item (``None`` where there is none), for exact duplicates.
+        problems: ``{index: (reason, detail, score)}`` of the items the decoder refused.
+        files: whether ``sources`` are files (``write_clean`` needs them).
+        origin: the folder or manifest the split was read from (never overwritten).
+        notes: what the domain's reader left out before the audit saw it (skipped extensions, missing files).
+    """
+
+    sources: list[str]
+    labels: list[str]
+    features: np.ndarray
+    usable: np.ndarray
+    hashes: list[str | None] = field(default_factory=list)
+    problems: dict[int, tuple[str, str, float]] = field(default_factory=dict)
+    files: bool = True
+    origin: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = [str(x) for x in self.labels]
+        self.usable = np.asarray(self.usable, dtype=np.int64)
+        feats = np.asarray(self.features, dtype=np.float32)
+        # No usable item (every file refused): an empty (0, dim) block, whatever shape came in.
+        self.features = feats.reshape(len(self.usable), -1) if len(self.usable) else feats.reshape(0, feats.shape[-1] if feats.ndim == 2 else 0)
+        if len(set(self.usable.tolist())) != len(self.usable) or (len(self.usable) and not 0 <= self.usable.min() <= self.usable.max() < len(self.sources)):
+            raise ValueError(f"usable must hold distinct item indices in [0, {len(self.sources)})")
+        if len(self.sources) != len(self.labels):
+            raise ValueError(f"got {len(self.sources)} sources but {len(self.labels)} labels")
+        if self.hashes and len(self.hashes) != len(self.sources):
+            raise ValueError(f"got {len(self.sources)} sources but {len(self.hashes)} hashes")
+
+    @classmethod
+    def from_features(cls, sources: Sequence[str], labels: Sequence[str], features: np.ndarray, **kw) -> AuditSplit:
+        """Every item usable, ``features`` in item order."""
+        return cls(list(sources), list(labels), features, np.arange(len(sources)), **kw)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+@dataclass
+class Flag:
+    """One finding about one item.
+
+    ``score`` is what the reason is measured by: cosine similarity for duplicates and leakage (1.0 for
+    an exact copy), cleanlab's label quality (the probe's out-of-fold probability of the given label;
+    low is suspicious) for label issues, the robust z-score for outliers, and the decoder's measure
+    (or NaN) for file problems. ``partner`` is the other item of a duplicate or leakage pair.
+    """
+
+    index: int
+    split: str
+    source: str
+    label: str
+    reason: str
+    score: float
+    partner: int | None = None
+    partner_split: str | None = None
+    partner_source: str | None = None
+    partner_label: str | None = None
+    conflict: bool = False
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        return REASON_KIND.get(self.reason, "file")
+
+
+# ---------------------------------------------------------------------------- nearest neighbours
+def resolve_knn(backend: str = "auto") -> str:
+    """``auto`` -> faiss when it is installed (the faster in ``benchmarks/audit.py``), else scikit-learn."""
+    if backend not in KNN_BACKENDS:
+        raise ValueError(f"knn must be one of {KNN_BACKENDS}, got {backend!r}")
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    if backend == "faiss" and not has_faiss:
+        raise ImportError("knn='faiss' needs faiss: pip install faiss-cpu (or pass knn='sklearn')")
+    return "faiss" if backend == "faiss" or (backend == "auto" and has_faiss) else "sklearn"
+
+
+def nearest(index: np.ndarray, queries: np.ndarray, k: int, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``index`` most similar to each query, by cosine similarity: ``(similarities, ids)``,
+    each ``(len(queries), k)``, most similar first. Exact search with either library."""
+    k = min(k, len(index))
+    index, queries = unit_rows(index), unit_rows(queries)
+    if resolve_knn(backend) == "faiss":
+        import faiss
+
+        flat = faiss.IndexFlatIP(index.shape[1])
+        flat.add(index)
+        sims, ids = flat.search(queries, k)
+        return sims, ids.astype(np.int64)
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, ids = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(index).kneighbors(queries)
+    return (1.0 - dist).astype(np.float32), ids.astype(np.int64)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------------------- the checks
+def _pair_flag(split: AuditSplit, i: int, reason: str, score: float, other: AuditSplit, j: int, other_name: str,
+               detail: str) -> Flag:
+    return Flag(i, "train", split.sources[i], split.labels[i], reason, float(score), j, other_name,
+                other.sources[j], other.labels[j], split.labels[i] != other.labels[j], detail)
+
+
+def find_duplicates(train: AuditSplit, centred: np.ndarray, config: AuditConfig, backend: str) -> list[Flag]:
+    """Each later copy of an earlier training item: exact (same hash) first, else its most similar earlier neighbour."""
+    flags, first_of = [], {}
+    sims, ids = nearest(centred, centred, config.neighbours + 1, backend) if len(centred) > 1 else (None, None)
+    for row, i in enumerate(train.usable.tolist()):
+        h = train.hashes[i] if train.hashes else None
+        if h is not None and h in first_of:
+            flags.append(_pair_flag(train, i, "exact_duplicate", 1.0, train, first_of[h], "train", "same content hash"))
+            continue
+        if h is not None:
+            first_of[h] = i
+        if sims is None:
+            continue
+        earlier = [(s, train.usable[c]) for s, c in zip(sims[row], ids[row]) if c < row and s >= config.near_duplicate]
+        if earlier:
+            s, j = max(earlier)
+            flags.append(_pair_flag(train, i, "near_duplicate", s, train, int(j), "train", f"cosine {s:.3f}"))
+    return flags
+
+
+def find_leakage(train: AuditSplit, test: AuditSplit, centred: np.ndarray, test_centred: np.ndarray,
+                 config: AuditConfig, backend: str) -> list[Flag]:
+    """Training items that are exact or near copies of a test item (the test set is never changed)."""
+    flags = []
+    test_hash = {h: j for j, h in reversed(list(enumerate(test.hashes or []))) if h is not None}
+    sims, ids = nearest(test_centred, centred, 1, backend) if len(test_centred) and len(centred) else (None, None)
+    for row, i in enumerate(train.usable.tolist()):
+        h = train.hashes[i] if train.hashes else None
+        if h is not None and h in test_hash:
+            flags.append(_pair_flag(train, i, "leakage", 1.0, test, test_hash[h], "test", "same content hash as a test item"))
+        elif sims is not None and sims[row, 0] >= config.near_duplicate:
+            j = int(test.usable[ids[row, 0]])
+            flags.append(_pair_flag(train, i, "leakage", sims[row, 0], test, j, "test",
+                                    f"cosine {sims[row, 0]:.3f} to a test item"))
+    return flags
+
+
+def probe_inputs(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length sqrt(dim), so every feature sits near unit scale whatever the encoder.
+
+    Rows, not columns: per-feature standardisation blew up features that one fold had almost never seen
+    active (sparse ReLU outputs, empty spectral bands) into confident wrong predictions on clean items.
+    """
+    return unit_rows(features) * np.sqrt(max(features.shape[1], 1))
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, c: float = 1.0,
+                              seed: int = 0) -> np.ndarray:
+    """``(n, classes)`` probabilities of a logistic-regression probe on :func:`probe_inputs`, each row
+    predicted by the fold that did not train on it (``labels`` are integers 0..classes-1)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(LogisticRegression(C=c, max_iter=2000), probe_inputs(features), labels, cv=cv,
+                             method="predict_proba")
+
+
+def find_label_issues(train: AuditSplit, config: AuditConfig, notes: list[str]) -> tuple[list[Flag], np.ndarray | None]:
+    """cleanlab's ``find_label_issues`` on the probe's out-of-fold probabilities; also returns those probabilities."""
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    names = sorted({train.labels[i] for i in train.usable})
+    counts = Counter(train.labels[i] for i in train.usable)
+    smallest = min(counts.values(), default=0)
+    if len(names) < 2 or smallest < 2:
+        notes.append(f"label check skipped: it needs 2 classes with 2 usable items each (got {dict(counts)})")
+        return [], None
+    folds = min(config.folds, smallest)
+    y = np.array([names.index(train.labels[i]) for i in train.usable])
+    probs = out_of_fold_probabilities(train.features, y, folds, config.probe_c, config.seed)
+    quality = get_label_quality_scores(y, probs)
+    flags = []
+    for row in cleanlab_issues(y, probs, return_indices_ranked_by="self_confidence"):
+        i = int(train.usable[row])
+        guess = names[int(np.argmax(probs[row]))]
+        flags.append(Flag(i, "train", train.sources[i], train.labels[i], "label_issue", float(quality[row]),
+                          detail=f"probe says {guess!r} ({probs[row].max():.2f})"))
+    if folds < config.folds:
+        notes.append(f"label probe used {folds} folds: the smallest class has {smallest} usable items")
+    return flags, probs
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD): a z-score that a few extreme values cannot inflate (zeros when MAD is 0).
+
+    Example:
+        >>> robust_z(np.array([1.0, 2.0, 3.0, 4.0, 100.0])).round(2).tolist()
+        [-1.35, -0.67, 0.0, 0.67, 65.43]
+    """
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    return np.zeros_like(x, dtype=np.float64) if mad == 0 else (x - med) / mad
+
+
+def find_outliers(train: AuditSplit, centred: np.ndarray, config: AuditConfig, backend: str) -> list[Flag]:
+    """Items whose mean cosine distance to their nearest training neighbours (themselves excluded) is extreme."""
+    n = len(centred)
+    if n <= config.neighbours + 1:
+        return []
+    sims, ids = nearest(centred, centred, config.neighbours + 1, backend)
+    # Drop each item's own row; an exact twin may come first, so look it up instead of assuming column 0.
+    own = ids == np.arange(n)[:, None]
+    own[~own.any(axis=1), -1] = True
+    distance = 1.0 - sims[~own].reshape(n, config.neighbours).mean(axis=1)
+    z = robust_z(distance)
+    return [Flag(int(train.usable[r]), "train", train.sources[train.usable[r]], train.labels[train.usable[r]], "outlier",
+                 float(z[r]), detail=f"mean cosine distance {distance[r]:.3f} to {config.neighbours} nearest")
+            for r in np.flatnonzero(z > config.outlier_z)]
+
+
+def file_flags(split: AuditSplit, name: str) -> list[Flag]:
+    return [Flag(i, name, split.sources[i], split.labels[i], reason, float(score), detail=detail)
+            for i, (reason, detail, score) in sorted(split.problems.items())]
+
+
+def class_counts(split: AuditSplit, keep: Sequence[int] | None = None) -> dict[str, int]:
+    labels = split.labels if keep is None else [split.labels[i] for i in keep]
+    return dict(sorted(Counter(labels).items()))
+
+
+def run_audit(train: AuditSplit, test: AuditSplit | None = None, config: AuditConfig | None = None, *,
+              preview: Callable[[str, int], str] | None = None) -> AuditReport:
+    """Every check on ``train`` (and leakage into ``test``); ``preview(split, index)`` renders an item in HTML."""
+    config = config or AuditConfig()
+    backend = resolve_knn(config.knn)
+    notes, seconds = list(train.notes) + (list(test.notes) if test else []), {}
+    clock = time.perf_counter()
+    mean = train.features.mean(axis=0, keepdims=True) if len(train.features) else 0.0
+    centred = unit_rows(train.features - mean) if len(train.features) else train.features
+    flags = file_flags(train, "train") + (file_flags(test, "test") if test else [])
+    flags += find_duplicates(train, centred, config, backend)
+    if test is not None:
+        test_centred = unit_rows(test.features - mean) if len(test.features) else test.features
+        flags += find_leakage(train, test, centred, test_centred, config, backend)
+    seconds["neighbours"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    label_flags, probs = find_label_issues(train, config, notes)
+    seconds["label probe"] = time.perf_counter() - clock
+    flags += label_flags + find_outliers(train, centred, config, backend)
+    missing = sorted(set(test.labels) - set(train.labels)) if test else []
+    if missing:
+        notes.append(f"test labels absent from training: {missing}")
+    return AuditReport(flags, train, test, config, backend, seconds, notes, probs, preview)
+
+
+@dataclass
+class AuditReport:
+    """What :func:`run_audit` found; write it out with :meth:`write`, a cleaned manifest with :meth:`write_clean`.
+
+    ``pred_probs`` are the probe's out-of-fold probabilities (rows in ``train.usable`` order, columns
+    the sorted label names), or None when the label check was skipped.
+    """
+
+    flags: list[Flag]
+    train: AuditSplit
+    test: AuditSplit | None
+    config: AuditConfig
+    knn_backend: str
+    seconds: dict[str, float]
+    notes: list[str]
+    pred_probs: np.ndarray | None = field(default=None, repr=False)
+    preview: Callable[[str, int], str] | None = field(default=None, repr=False, compare=False)
+
+    def by_reason(self) -> dict[str, int]:
+        """Number of flags per reason."""
+        return dict(sorted(Counter(f.reason for f in self.flags).items()))
+
+    def flagged(self, *kinds: str, split: str = "train") -> set[int]:
+        """Indices in ``split`` with a flag of any of ``kinds`` (all kinds when none is given)."""
+        return {f.index for f in self.flags if f.split == split and (not kinds or f.kind in kinds)}
+
+    def dropped(self) -> set[int]:
+        """Training indices that :meth:`write_clean` leaves out (flags of the kinds in ``config.drop``)."""
+        return self.flagged(*self.config.drop) if self.config.drop else set()
+
+    def clean_indices(self) -> list[int]:
+        """Training indices that stay, in their original order."""
+        gone = self.dropped()
+        return [i for i in range(len(self.train)) if i not in gone]
+
+    def class_balance(self) -> list[dict]:
+        """Items per label: training, test, and training after cleaning."""
+        train, clean = class_counts(self.train), class_counts(self.train, self.clean_indices())
+        test = class_counts(self.test) if self.test else {}
+        return [{"label": lab, "train": train.get(lab, 0), "test": test.get(lab, 0) if self.test else None,
+                 "train after cleaning": clean.get(lab, 0)} for lab in sorted(set(train) | set(test))]
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """``audit.md``, ``audit.html`` (each flagged item previewed), ``flagged.csv`` and ``audit-config.json``."""
+        from .audit_report import write_report
+
+        return write_report(self, Path(out_dir))
+
+    def write_clean(self, path: str | os.PathLike) -> Path:
+        """A ``path,label`` CSV of the training items that stay; ``fit`` (and ``ImageSet.from_csv``,
+        ``AudioDataset.from_manifest``) read it. Paths are absolute; the user's files are not touched."""
+        path = Path(path)
+        if not self.train.files:
+            raise ValueError("write_clean needs data read from files (a folder or a manifest); these items are in "
+                             "memory: use report.clean_indices() to select them instead")
+        protected = {Path(s).resolve() for s in self.train.sources}
+        if self.train.origin:
+            protected.add(Path(self.train.origin).resolve())
+        if path.resolve() in protected or path.resolve().is_dir():
+            raise ValueError(f"write_clean would overwrite {path}, which is an input of the audit; "
+                             "pass a new file name, e.g. train.clean.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            for i in self.clean_indices():
+                writer.writerow([os.path.abspath(self.train.sources[i]), self.train.labels[i]])
+        os.replace(tmp, path)
+        return path
+
+    def rows(self) -> list[dict]:
+        """The flags as dicts (the columns of ``flagged.csv``), with ``kind`` and ``dropped``."""
+        gone = self.dropped()
+        return [{**asdict(f), "kind": f.kind, "dropped": f.split == "train" and f.index in gone,
+                 "score": None if math.isnan(f.score) else f.score} for f in self.flags]
+
+
+def write_outputs(report: AuditReport, out: str | os.PathLike | None, write_clean: str | os.PathLike | None) -> dict:
+    """What an ``audit`` verb prints: the counts, and the files it wrote (the report folder, a cleaned manifest)."""
+    from .audit_report import summary
+
+    result: dict = summary(report)
+    if out:
+        result["report"] = str(report.write(out)["html"])
+    if write_clean:
+        result["clean_manifest"] = str(report.write_clean(write_clean))
+    return result
