@@ -76,8 +76,8 @@ def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tupl
 class _Report(Callback):
     """Reports the final stage's per-epoch dev score to Optuna and prunes hopeless trials."""
 
-    def __init__(self, trial: Any, stage: str, metric: str) -> None:
-        self.trial, self.stage, self.metric, self.step = trial, stage, metric, 0
+    def __init__(self, trial: Any, stage: str, metric: str, prune: bool = True) -> None:
+        self.trial, self.stage, self.metric, self.prune, self.step = trial, stage, metric, prune, 0
 
     def on_epoch_end(self, trainer, row) -> None:
         import optuna
@@ -86,7 +86,7 @@ class _Report(Callback):
             return
         self.step += 1
         self.trial.report(row[self.metric], self.step)
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned()
 
 
@@ -133,13 +133,17 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     study = optuna.create_study(
         storage=f"sqlite:///{(run_dir / 'search.db').resolve()}", study_name="recipe", load_if_exists=True,
         direction=direction, sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=len(strategies)),
-        pruner=optuna.pruners.SuccessiveHalvingPruner())
+        # A trial's first epochs say little (warmup, 1/len(dev) steps of accuracy): rungs from a quarter of the epochs.
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, config.epochs // 4), reduction_factor=3))
     _requeue_interrupted(study)
     if not study.trials:  # start with each strategy once at the configured rates, so every one is tried
         usual = {"lr": min(max(config.lr, 1e-5), 3e-3), "head_lr": min(max(config.head_lr, 1e-4), 1e-1)}
         for s in sorted(strategies, key=lambda s: (STARTUP_ORDER.get(s, len(STARTUP_ORDER)), s)):
             study.enqueue_trial({"strategy": s, **usual, **startup_rates(s, config), **task.search_defaults(s, config)},
                                 skip_if_exists=True)
+    # Queued trials (each strategy's first, and trials a killed search left unfinished) run to the end: pruned
+    # against each other after an epoch or two, a fine-tune loses to a probe that has not learnt more.
+    queued = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
 
     def objective(trial: Any) -> float:
         name, settings, loop = suggest(trial, strategies, config)
@@ -155,7 +159,8 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
         t0 = time.perf_counter()
         try:
             results = trial_task.fit(fit_part, dev_part, config=cfg,
-                                     callbacks=[_Report(trial, trial_task.strategy.stages()[-1].name, config.metric_for_best)],
+                                     callbacks=[_Report(trial, trial_task.strategy.stages()[-1].name, config.metric_for_best,
+                                                        prune=trial.number not in queued)],
                                      **{**domain, **options})
         finally:  # pruned and failed trials spent the budget too
             trial.set_user_attr("seconds", time.perf_counter() - t0)
