@@ -70,3 +70,78 @@ def test_head_only_loop_restores_the_best_epoch_and_keeps_the_encoder(tmp_path):
     torch.testing.assert_close(best["head.weight"], model.head.weight)  # the model ends on its best epoch
     assert result.history[result.best_epoch - 1]["accuracy"] == result.best_metric
     torch.testing.assert_close(best["encoder.module.weight"], untouched.encoder.module.weight)  # frozen: never moved
+
+
+# -- the image decode cache ---------------------------------------------------------------------
+def _photos(root, n=12, size=(40, 30)):
+    """JPEG files of varied sizes in two class folders (bright/dark)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        label = "bright" if i % 2 == 0 else "dark"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        w, h = size[0] + 3 * i, size[1] + 2 * i
+        arr = np.clip(rng.normal(190 if label == "bright" else 60, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(root / label / f"{i:02d}.jpg", quality=90)
+    return root
+
+
+def test_decode_cache_returns_the_direct_decoding_and_the_processors_pixels(tmp_path, vit_dir):
+    from transformers import ViTImageProcessor
+
+    from transferkit.common.decode_cache import DecodeCache
+    from transferkit.vision import ImageSet
+    from transferkit.vision.classifier import _pixel_collate
+    from transferkit.vision.data import decode_resized, decoded_pixels
+
+    images = ImageSet.from_folder(_photos(tmp_path / "photos"))
+    cache = DecodeCache(tmp_path / "cache")
+    arr = decoded_pixels(images, (16, 16), 2, cache)
+    assert arr.shape == (12, 3, 16, 16) and arr.dtype.name == "uint8" and cache.decoded == 12
+    for i, item in enumerate(images.items):
+        assert (arr[i] == decode_resized(item, (16, 16))).all()
+    again = DecodeCache(tmp_path / "cache")
+    assert (decoded_pixels(images, (16, 16), 2, again) == arr).all() and again.decoded == 0  # read back, not decoded
+    # Normalised, the cached pixels are what the encoder's processor makes of the file.
+    processor = ViTImageProcessor.from_pretrained(vit_dir)
+    batch = _pixel_collate(processor.image_mean, processor.image_std)(
+        {"pixels": torch.from_numpy(arr[:4].copy()), "labels": torch.zeros(4)})
+    want = processor(images=[images[i][0] for i in range(4)], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(batch["pixel_values"], want, atol=1e-5, rtol=0)
+
+
+def test_second_fit_reads_the_decoded_images_back(tmp_path, vit_dir, monkeypatch):
+    import transferkit.vision.data as vision_data
+    from transferkit.vision import ImageClassifier
+
+    folder = _photos(tmp_path / "photos")
+    calls = []
+    real = vision_data.decode_resized
+    monkeypatch.setattr(vision_data, "decode_resized", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    counts = []
+    for run in range(2):
+        calls.clear()
+        clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="finetune")
+        clf.fit(folder, eval=folder, epochs=1, batch_size=4, progress=False, plot=False, save_checkpoints=False,
+                output_dir=str(tmp_path / f"run{run}"), decode_cache=str(tmp_path / "cache"))
+        counts.append(len(calls))
+    # First fit: 12 training images at the crop size, 12 at the input size for evaluation, and the one
+    # check against the processor; the second fit decodes only that check image.
+    assert counts == [25, 1]
+
+
+def test_batched_crop_flip_draws_crops_inside_the_image_and_flips():
+    from transferkit.vision.transforms import random_resized_crop_flip
+
+    torch.manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    # The whole image (scale 1, its own ratio) at its own size: each output is the image or its mirror.
+    out = random_resized_crop_flip(x.repeat(8, 1, 1, 1), (8, 8), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    same = [(o == i).all().item() for o, i in zip(out, x.repeat(8, 1, 1, 1))]
+    mirrored = [(o == i.flip(-1)).all().item() for o, i in zip(out, x.repeat(8, 1, 1, 1))]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
+    # Any crop only samples inside the image: every value stays within the input's range.
+    small = random_resized_crop_flip(x, (5, 5), scale=(0.1, 0.3))
+    assert small.shape == (2, 3, 5, 5) and small.min() >= x.min() and small.max() <= x.max()

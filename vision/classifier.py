@@ -13,8 +13,19 @@ import torch
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
 
-from .data import ImageSet, as_image_set, load_image
-from .transforms import AugmentConfig, batch_mixer, eval_transform, processor_geometry, train_transform
+from .data import ImageSet, as_image_set, decoded_pixels, load_image
+from .transforms import (
+    AugmentConfig,
+    batch_mixer,
+    eval_transform,
+    processor_geometry,
+    random_resized_crop_flip,
+    train_transform,
+)
+
+# Augmented training images are decoded once at this multiple of the input size (256 for 224), so that a
+# random crop keeps some resolution to cut from; evaluation images at exactly the input size.
+TRAIN_STORE_SCALE = 8 / 7
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -29,6 +40,75 @@ class _Encoded(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         img, label = self.images[i]
         return {"pixel_values": self.transform(img), "labels": self.label2id[label]}
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Images decoded and resized once (an ``(N, 3, H, W)`` uint8 array, built on the first read) with
+    their label ids; the loader fetches whole batches at once (``__getitems__``)."""
+
+    def __init__(self, build: Any, labels: Sequence[int]) -> None:
+        self.build, self.labels, self._pixels = build, torch.tensor(list(labels), dtype=torch.long), None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            self._pixels = self.build()
+        return self._pixels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixels": torch.from_numpy(np.array(self.pixels[i])), "labels": self.labels[i]}
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        return {"pixels": torch.from_numpy(np.ascontiguousarray(self.pixels[np.asarray(idx)])),
+                "labels": self.labels[torch.as_tensor(idx)]}
+
+
+def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int, int] | None = None,
+                   augment: AugmentConfig | None = None, mixer: Any = None):
+    """uint8 batches -> normalised ``pixel_values`` (as the processor normalises), augmented per batch."""
+    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def collate(rows: Any) -> dict:
+        if isinstance(rows, dict):
+            pixels, labels = rows["pixels"], rows["labels"]
+        else:
+            pixels = torch.stack([r["pixels"] for r in rows])
+            labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
+        x = pixels.float()
+        if augment is not None and augment.crop_scale != (1.0, 1.0):
+            x = random_resized_crop_flip(x, size, augment.crop_scale, hflip=augment.hflip)
+        elif augment is not None and augment.hflip:
+            flip = torch.rand(len(x)) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        batch = {"pixel_values": (x * (1 / 255) - mean_t) / std_t, "labels": labels}
+        if mixer is not None:
+            batch["pixel_values"], batch["labels"] = mixer(batch["pixel_values"], batch["labels"])
+        return batch
+
+    return collate
+
+
+def _plain_resize(processor: Any) -> tuple[tuple[int, int], list, list, int] | None:
+    """(size, mean, std, Pillow resample) when the processor only resizes to a fixed size, rescales by
+    1/255 and normalises (what the decode cache reproduces), else None."""
+    (h, w), mean, std = processor_geometry(processor)
+    if processor is None:
+        return (h, w), mean, std, 2
+    d = processor.to_dict() if hasattr(processor, "to_dict") else None
+    if not d or "height" not in (d.get("size") or {}) or d.get("do_center_crop") or not d.get("do_resize", True):
+        return None
+    if any(v for k, v in d.items() if k.startswith("do_") and k not in ("do_resize", "do_rescale", "do_normalize",
+                                                                          "do_convert_rgb")):
+        return None
+    if not d.get("do_rescale", True) or abs(float(d.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        return None
+    if not d.get("do_normalize", True):
+        mean, std = [0.0] * 3, [1.0] * 3
+    resample = int(d.get("resample", 2))
+    return ((h, w), mean, std, resample) if resample in (2, 3) else None
 
 
 def _collate(mixer: Any = None):
@@ -71,16 +151,22 @@ class ImageClassifier(TransferClassifier):
         return data.items, data.targets or []
 
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: AugmentConfig | None = None, **options: Any) -> dict:
+            augment: AugmentConfig | None = None, decode_cache: bool | str | os.PathLike = True, **options: Any) -> dict:
         """Train on ``train`` (folder, CSV, datasets.Dataset, ImageSet, or (images, labels)), keeping the best epoch on ``eval``.
 
         ``options`` set :class:`TrainConfig` fields (``epochs=5, lr=1e-4``) and the strategy's
         settings (``lora_r=8``). Returns each stage's :class:`~transferkit.common.TrainResult`. The
         linear-probe stage trains on cached features of un-augmented images.
-        """
-        return super().fit(train, eval, config=config, augment=augment, **options)
 
-    def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None) -> TrainingData:
+        ``decode_cache``: each image is decoded and resized once, into uint8 arrays kept (for image
+        files) under the decode cache's folder (``True``: ``$TRANSFERKIT_CACHE/decoded``; or a
+        folder), and augmented batch by batch; ``False`` decodes and augments every image every
+        epoch. The cache applies where the processor only resizes and normalises, without RandAugment.
+        """
+        return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None,
+                      decode_cache: bool | str | os.PathLike = True) -> TrainingData:
         augment = augment or AugmentConfig()
         train_set, eval_set = as_image_set(train), as_image_set(eval) if eval is not None else None
         self.check_labels(train_set.targets or [], "the training data")
@@ -93,14 +179,42 @@ class ImageClassifier(TransferClassifier):
         fps = {"train": train_set.fingerprint(), "preprocess": prep_fp}
         if eval_set is not None:
             fps["eval"] = eval_set.fingerprint()
+        info = {"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
+                "skipped_train_files": train_set.skipped, "augment": augment.__dict__}
+        plain = _plain_resize(processor) if decode_cache is not False and not augment.randaugment else None
+        if plain is not None and _matches_processor(processor, train_set, plain):
+            return self._decoded_data(train_set, eval_set, augment, plain, decode_cache, fps, info)
         eval_tf = eval_transform(processor)
         return TrainingData(
             train=_Encoded(train_set, train_transform(processor, augment), self.label2id),
             eval=_Encoded(eval_set, eval_tf, self.label2id) if eval_set is not None else None,
             collate=_collate(batch_mixer(augment, len(self.labels))), eval_collate=_collate(),
-            probe_train=_Encoded(train_set, eval_tf, self.label2id), fingerprints=fps,
-            info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
-                  "skipped_train_files": train_set.skipped, "augment": augment.__dict__})
+            probe_train=_Encoded(train_set, eval_tf, self.label2id), fingerprints=fps, info=info)
+
+    def _decoded_data(self, train_set: ImageSet, eval_set: ImageSet | None, augment: AugmentConfig, plain: tuple,
+                      decode_cache: bool | str | os.PathLike, fps: dict, info: dict) -> TrainingData:
+        """Datasets over uint8 arrays decoded once (see ``fit``'s ``decode_cache``)."""
+        import functools
+
+        from transferkit.common.decode_cache import DecodeCache
+
+        (h, w), mean, std, resample = plain
+        cache = DecodeCache(None if decode_cache is True else decode_cache)
+        crops = augment.crop_scale != (1.0, 1.0)
+        store = (round(h * TRAIN_STORE_SCALE), round(w * TRAIN_STORE_SCALE)) if crops else (h, w)
+
+        def ids(images: ImageSet) -> list[int]:
+            return [self.label2id[t] for t in images.targets or []]
+
+        def dataset(images: ImageSet, size: tuple[int, int]) -> _Decoded:
+            return _Decoded(functools.partial(decoded_pixels, images, size, resample, cache), ids(images))
+
+        eval_collate = _pixel_collate(mean, std)
+        return TrainingData(
+            train=dataset(train_set, store), eval=dataset(eval_set, (h, w)) if eval_set is not None else None,
+            collate=_pixel_collate(mean, std, (h, w), augment, batch_mixer(augment, len(self.labels))),
+            eval_collate=eval_collate, probe_train=dataset(train_set, (h, w)), fingerprints=fps,
+            info={**info, "decode_cache": str(cache.root)})
 
     def reference(self) -> Any:
         """Logistic regression on 32x32 pixels."""
@@ -134,6 +248,20 @@ class ImageClassifier(TransferClassifier):
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]
         return self._predict(list(images), batch_size)
+
+
+def _matches_processor(processor: Any, images: ImageSet, plain: tuple, tolerance: float = 1e-3) -> bool:
+    """Whether the decode cache's pixels for the first image equal the processor's own (an export
+    predicts through the processor: training must have seen the same inputs)."""
+    if processor is None or not len(images):
+        return processor is None
+    from .data import decode_resized
+
+    (h, w), mean, std, resample = plain
+    mine = _pixel_collate(mean, std)([{"pixels": torch.from_numpy(decode_resized(images.items[0], (h, w), resample)),
+                                       "labels": 0}])["pixel_values"][0]
+    theirs = eval_transform(processor)(load_image(images.items[0]))
+    return tuple(theirs.shape) == tuple(mine.shape) and float((theirs - mine).abs().max()) <= tolerance
 
 
 def _input_sizes(encoder: Any) -> list[int]:

@@ -252,3 +252,40 @@ def as_image_set(data: Any, labels: Sequence[Any] | None = None) -> ImageSet:
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         return ImageSet.from_arrays(*data)
     return ImageSet.from_arrays(list(data), labels)
+
+
+# Pillow's resampling filters -> torchvision's (the ones Hugging Face image processors use).
+_INTERPOLATIONS = {2: "BILINEAR", 3: "BICUBIC"}
+
+
+def decode_resized(item: Any, size: tuple[int, int], resample: int = 2, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image -> a ``(3, height, width)`` uint8 array, resized as Hugging Face's image processors
+    resize (torchvision, antialiased, on uint8): normalising it gives the processor's own output."""
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    if resample not in _INTERPOLATIONS:
+        raise ValueError(f"resample must be one of {sorted(_INTERPOLATIONS)} (Pillow's bilinear, bicubic), got {resample}")
+    img = load_image(item, max_pixels=max_pixels)
+    pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    mode = getattr(InterpolationMode, _INTERPOLATIONS[resample])
+    return F.resize(pixels, list(size), interpolation=mode, antialias=True).numpy()
+
+
+def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, cache: Any = None) -> np.ndarray:
+    """Every image of ``images`` decoded and resized once: an ``(N, 3, height, width)`` uint8 array.
+
+    ``cache`` is a :class:`~transferkit.common.decode_cache.DecodeCache`; images read from files are
+    stored under its folder (keyed by the files' names, sizes and times and the resize) and
+    memory-mapped on every later call; in-memory images are decoded in memory.
+    """
+    from transferkit.common.decode_cache import DecodeCache
+
+    on_disk = all(isinstance(x, (str, os.PathLike)) for x in images.items)
+    if cache is None or (not on_disk and not cache.memory):
+        cache = DecodeCache(cache.root if cache is not None else None, memory=not on_disk)
+    h, w = size
+    key = ("image", images.fingerprint(), (h, w), resample, images.max_pixels)
+    return cache.fixed(key, len(images), lambda i: decode_resized(images.items[i], (h, w), resample,
+                                                                  max_pixels=images.max_pixels), (3, h, w))
