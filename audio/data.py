@@ -198,14 +198,54 @@ class AudioDataset(torch.utils.data.Dataset):
         target_rate: int = 16_000,
         on_error: str = "skip",
         max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        cache: bool | str | os.PathLike = True,
     ) -> AudioDataset:
-        """Audio files with one target each."""
+        """Audio files with one target each.
+
+        ``cache``: the clips decoded and resampled the first time are stored as one float32 array
+        (``True``: under ``$TRANSFERKIT_CACHE/decoded``, or a folder; keyed by the files' names, sizes
+        and times, the rate and the checks) and memory-mapped by every later call; ``False`` decodes
+        every time.
+        """
         names = [str(p) for p in paths]
 
         def decode(i: int, report: SkipReport) -> np.ndarray:
             return load_audio(names[i], target_rate, max_clipped_fraction=max_clipped_fraction, report=report)
 
-        return cls._build(range(len(names)), decode, targets, names, target_rate, on_error)
+        def build() -> AudioDataset:
+            return cls._build(range(len(names)), decode, targets, names, target_rate, on_error)
+
+        if cache is False:
+            return build()
+        try:
+            stats = [(n, os.stat(n).st_size, os.stat(n).st_mtime_ns) for n in names]
+        except OSError:  # a missing file: the uncached build reports it by name
+            return build()
+        return cls._cached(build, stats, targets, names, (target_rate, on_error, max_clipped_fraction), cache)
+
+    @classmethod
+    def _cached(cls, build, stats, targets, names, options, cache) -> AudioDataset:
+        from transferkit.common.decode_cache import DecodeCache
+
+        def decoded() -> tuple[list[np.ndarray], dict]:
+            ds = build()
+            kept, j = [], 0
+            for i, name in enumerate(names):  # the build keeps the clips in order
+                if j < len(ds.sources) and ds.sources[j] == name:
+                    kept.append(i)
+                    j += 1
+            r = ds.report
+            return ([np.asarray(w, dtype=np.float32) for w in ds.waveforms],
+                    {"kept": kept, "skipped": dict(r.skipped), "repaired": dict(r.repaired), "examples": r.examples})
+
+        store = DecodeCache(None if cache is True else cache)
+        waves, meta = store.ragged(("audio", stats, *options), decoded)
+        report = SkipReport()
+        report.skipped.update(meta["skipped"])
+        report.repaired.update(meta["repaired"])
+        report.examples.update(meta["examples"])
+        kept = meta["kept"]
+        return cls(waves, [targets[i] for i in kept], options[0], [names[i] for i in kept], report)
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, **kwargs: Any) -> AudioDataset:

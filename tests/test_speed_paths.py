@@ -145,3 +145,35 @@ def test_batched_crop_flip_draws_crops_inside_the_image_and_flips():
     # Any crop only samples inside the image: every value stays within the input's range.
     small = random_resized_crop_flip(x, (5, 5), scale=(0.1, 0.3))
     assert small.shape == (2, 3, 5, 5) and small.min() >= x.min() and small.max() <= x.max()
+
+
+# -- the audio decode cache ---------------------------------------------------------------------
+def test_audio_clips_are_decoded_once_and_read_back_identical(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    import transferkit.audio.data as audio_data
+    from transferkit.audio import AudioDataset
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], 0.3 * rng.standard_normal(800 + 100 * i).astype(np.float32), 8000)
+    (tmp_path / "broken.wav").write_bytes(b"not a wav")
+    paths.insert(2, tmp_path / "broken.wav")
+    labels = [f"c{i}" for i in range(6)]
+    calls = []
+    real = audio_data.load_audio
+    monkeypatch.setattr(audio_data, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    direct = AudioDataset.from_files(paths, labels, target_rate=16000, cache=False)
+    n_direct = len(calls)
+    first = AudioDataset.from_files(paths, labels, target_rate=16000, cache=str(tmp_path / "cache"))
+    second = AudioDataset.from_files(paths, labels, target_rate=16000, cache=str(tmp_path / "cache"))
+    assert n_direct == 6 and len(calls) == 12  # the first cached call decodes all six, the second none
+    for ds in (first, second):
+        assert ds.targets == direct.targets == ["c0", "c1", "c3", "c4", "c5"]  # the broken file is skipped
+        assert ds.sources == direct.sources and ds.report.n_skipped == 1
+        for a, b in zip(ds.waveforms, direct.waveforms):
+            assert a.dtype == np.float32 and np.array_equal(a, b)
+    assert second.fingerprint() == direct.fingerprint()  # the feature cache sees the same clips
