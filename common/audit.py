@@ -5,10 +5,12 @@ every file with its own decoder, hands over the ones that failed with the decode
 hash per item and one feature vector per usable item (:class:`AuditSplit`); :func:`run_audit` then finds
 
 - **exact duplicates**: equal content hash (blake2b of the file's bytes);
-- **near-duplicates**: cosine similarity of mean-centred features at or above ``near_duplicate``
-  (centring removes the direction every feature shares, which otherwise puts unrelated items near 1),
-  within the training set and between training and test (**leakage**); a pair whose labels differ is
-  marked ``conflict``;
+- **near-duplicates**: a cosine distance of mean-centred features (centring removes the direction every
+  feature shares, which otherwise puts unrelated items near 1) of at most ``near_duplicate`` (0.2) times
+  the set's typical distance, the median distance of an item to its nearest other one: a copy sits far
+  closer to its original than distinct items sit to each other, whatever the encoder's own scale. Within
+  the training set and between training and test (**leakage**); a pair whose labels differ is marked
+  ``conflict``;
 - **likely label errors**: out-of-fold predicted probabilities of a cross-validated logistic-regression
   probe (on row-normalised features), handed to cleanlab's ``find_label_issues`` (confident learning; Northcutt et al., 2021);
 - **outliers**: mean cosine distance to the ``neighbours`` nearest training items, flagged where its
@@ -68,12 +70,13 @@ class AuditConfig:
     """Thresholds of the audit (written beside its report).
 
     Example:
-        >>> AuditConfig(near_duplicate=0.9).drop
+        >>> AuditConfig(near_duplicate=0.1).drop
         ['file', 'duplicate', 'leakage', 'label']
     """
 
-    near_duplicate: float = setting(0.95, "Cosine similarity of mean-centred features at or above which two items "
-                                          "are near-duplicates.", gt=0, le=1)
+    near_duplicate: float = setting(0.2, "Two items are near-duplicates when the cosine distance of their mean-centred "
+                                         "features is at most this fraction of the set's typical distance (the median "
+                                         "distance of a training item to its nearest other one).", gt=0, lt=1)
     outlier_z: float = setting(3.5, "Robust z-score of the kNN distance above which an item is an outlier.", gt=0)
     neighbours: int = setting(10, "Nearest neighbours searched per item (outlier distance, duplicate candidates).", ge=1)
     folds: int = setting(5, "Cross-validation folds of the label probe (fewer when a class is smaller).", ge=2)
@@ -208,10 +211,42 @@ def _pair_flag(split: AuditSplit, i: int, reason: str, score: float, other: Audi
                 other.sources[j], other.labels[j], split.labels[i] != other.labels[j], detail)
 
 
-def find_duplicates(train: AuditSplit, centred: np.ndarray, config: AuditConfig, backend: str) -> list[Flag]:
+@dataclass
+class Neighbours:
+    """Each usable training item's nearest training items (itself excluded), by cosine of centred features.
+
+    ``typical`` is the median cosine distance to the nearest other item: how far apart items of this set
+    and this encoder usually are. Near-duplicates are judged against it, because that scale differs
+    widely between encoders: measured in ``benchmarks/audit.py``, distinct photos under MobileNetV2 had a
+    nearest-neighbour cosine of at most 0.67, distinct takes of a spoken digit under the speech embedding
+    up to 0.98.
+    """
+
+    sims: np.ndarray  # (n, k) most similar first
+    ids: np.ndarray   # (n, k) rows of the usable items
+    typical: float
+
+    @classmethod
+    def search(cls, centred: np.ndarray, k: int, backend: str) -> Neighbours:
+        n = len(centred)
+        if n < 2:
+            return cls(np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64), math.nan)
+        k = min(k, n - 1)
+        sims, ids = nearest(centred, centred, k + 1, backend)
+        # Drop each item's own row; an exact twin may come first, so look it up instead of assuming column 0.
+        own = ids == np.arange(n)[:, None]
+        own[~own.any(axis=1), -1] = True
+        sims, ids = sims[~own].reshape(n, k), ids[~own].reshape(n, k)
+        return cls(sims, ids, float(np.median(1.0 - sims[:, 0])))
+
+    def cutoff(self, config: AuditConfig) -> float:
+        """Cosine at or above which two items are near-duplicates (a pair needs at least the typical gap > 0)."""
+        return 1.0 - config.near_duplicate * max(self.typical, 1e-6) if self.typical == self.typical else math.inf
+
+
+def find_duplicates(train: AuditSplit, near: Neighbours, config: AuditConfig) -> list[Flag]:
     """Each later copy of an earlier training item: exact (same hash) first, else its most similar earlier neighbour."""
-    flags, first_of = [], {}
-    sims, ids = nearest(centred, centred, config.neighbours + 1, backend) if len(centred) > 1 else (None, None)
+    flags, first_of, cutoff = [], {}, near.cutoff(config)
     for row, i in enumerate(train.usable.tolist()):
         h = train.hashes[i] if train.hashes else None
         if h is not None and h in first_of:
@@ -219,29 +254,28 @@ def find_duplicates(train: AuditSplit, centred: np.ndarray, config: AuditConfig,
             continue
         if h is not None:
             first_of[h] = i
-        if sims is None:
-            continue
-        earlier = [(s, train.usable[c]) for s, c in zip(sims[row], ids[row]) if c < row and s >= config.near_duplicate]
+        earlier = [(s, train.usable[c]) for s, c in zip(near.sims[row], near.ids[row]) if c < row and s >= cutoff]
         if earlier:
             s, j = max(earlier)
-            flags.append(_pair_flag(train, i, "near_duplicate", s, train, int(j), "train", f"cosine {s:.3f}"))
+            flags.append(_pair_flag(train, i, "near_duplicate", s, train, int(j), "train",
+                                    f"cosine {s:.3f}; distance {1 - s:.3f} against a typical {near.typical:.3f}"))
     return flags
 
 
 def find_leakage(train: AuditSplit, test: AuditSplit, centred: np.ndarray, test_centred: np.ndarray,
-                 config: AuditConfig, backend: str) -> list[Flag]:
+                 near: Neighbours, config: AuditConfig, backend: str) -> list[Flag]:
     """Training items that are exact or near copies of a test item (the test set is never changed)."""
-    flags = []
+    flags, cutoff = [], near.cutoff(config)
     test_hash = {h: j for j, h in reversed(list(enumerate(test.hashes or []))) if h is not None}
     sims, ids = nearest(test_centred, centred, 1, backend) if len(test_centred) and len(centred) else (None, None)
     for row, i in enumerate(train.usable.tolist()):
         h = train.hashes[i] if train.hashes else None
         if h is not None and h in test_hash:
             flags.append(_pair_flag(train, i, "leakage", 1.0, test, test_hash[h], "test", "same content hash as a test item"))
-        elif sims is not None and sims[row, 0] >= config.near_duplicate:
+        elif sims is not None and sims[row, 0] >= cutoff:
             j = int(test.usable[ids[row, 0]])
             flags.append(_pair_flag(train, i, "leakage", sims[row, 0], test, j, "test",
-                                    f"cosine {sims[row, 0]:.3f} to a test item"))
+                                    f"cosine {sims[row, 0]:.3f} to a test item; typical distance {near.typical:.3f}"))
     return flags
 
 
@@ -304,19 +338,14 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x, dtype=np.float64) if mad == 0 else (x - med) / mad
 
 
-def find_outliers(train: AuditSplit, centred: np.ndarray, config: AuditConfig, backend: str) -> list[Flag]:
-    """Items whose mean cosine distance to their nearest training neighbours (themselves excluded) is extreme."""
-    n = len(centred)
-    if n <= config.neighbours + 1:
+def find_outliers(train: AuditSplit, near: Neighbours, config: AuditConfig) -> list[Flag]:
+    """Items whose mean cosine distance to their nearest training neighbours is extreme."""
+    if len(near.sims) <= config.neighbours + 1:
         return []
-    sims, ids = nearest(centred, centred, config.neighbours + 1, backend)
-    # Drop each item's own row; an exact twin may come first, so look it up instead of assuming column 0.
-    own = ids == np.arange(n)[:, None]
-    own[~own.any(axis=1), -1] = True
-    distance = 1.0 - sims[~own].reshape(n, config.neighbours).mean(axis=1)
+    distance = 1.0 - near.sims.mean(axis=1)
     z = robust_z(distance)
     return [Flag(int(train.usable[r]), "train", train.sources[train.usable[r]], train.labels[train.usable[r]], "outlier",
-                 float(z[r]), detail=f"mean cosine distance {distance[r]:.3f} to {config.neighbours} nearest")
+                 float(z[r]), detail=f"mean cosine distance {distance[r]:.3f} to {near.sims.shape[1]} nearest")
             for r in np.flatnonzero(z > config.outlier_z)]
 
 
@@ -339,16 +368,20 @@ def run_audit(train: AuditSplit, test: AuditSplit | None = None, config: AuditCo
     clock = time.perf_counter()
     mean = train.features.mean(axis=0, keepdims=True) if len(train.features) else 0.0
     centred = unit_rows(train.features - mean) if len(train.features) else train.features
+    near = Neighbours.search(centred, config.neighbours, backend)
+    if near.typical == near.typical:
+        notes.append(f"typical nearest-neighbour cosine distance {near.typical:.3f}: pairs at cosine "
+                     f"{near.cutoff(config):.3f} or above count as near-duplicates")
     flags = file_flags(train, "train") + (file_flags(test, "test") if test else [])
-    flags += find_duplicates(train, centred, config, backend)
+    flags += find_duplicates(train, near, config)
     if test is not None:
         test_centred = unit_rows(test.features - mean) if len(test.features) else test.features
-        flags += find_leakage(train, test, centred, test_centred, config, backend)
+        flags += find_leakage(train, test, centred, test_centred, near, config, backend)
     seconds["neighbours"] = time.perf_counter() - clock
     clock = time.perf_counter()
     label_flags, probs = find_label_issues(train, config, notes)
     seconds["label probe"] = time.perf_counter() - clock
-    flags += label_flags + find_outliers(train, centred, config, backend)
+    flags += label_flags + find_outliers(train, near, config)
     missing = sorted(set(test.labels) - set(train.labels)) if test else []
     if missing:
         notes.append(f"test labels absent from training: {missing}")

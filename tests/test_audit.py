@@ -125,7 +125,7 @@ def test_image_audit_flags_each_planted_problem_and_nothing_else(planted_images,
     assert html.count("data:image/jpeg;base64,") >= 4  # the flagged photos and their partners, inlined
     rows = list(csv.DictReader(open(paths["csv"])))
     assert {(r["reason"], Path(r["source"]).name) for r in rows} == {(r, n) for _, n, r in IMAGE_FLAGS}
-    assert json.loads(paths["config"].read_text())["near_duplicate"] == 0.95
+    assert json.loads(paths["config"].read_text())["near_duplicate"] == 0.2
     assert "| label_issue | 2 |" in paths["md"].read_text()
 
     kept = list(csv.DictReader(open(clean)))
@@ -266,7 +266,7 @@ def test_faiss_and_sklearn_find_the_same_neighbours():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="near_duplicate must be <= 1"):
+    with pytest.raises(ValueError, match="near_duplicate must be < 1"):
         AuditConfig(near_duplicate=1.5)
     with pytest.raises(ValueError, match="unknown kind"):
         AuditConfig(drop=["labels"])
