@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
 
@@ -27,7 +28,56 @@ def _steady(epoch_seconds: list[float], n: int) -> float:
     return n * len(later) / sum(later)
 
 
-def write_report(args, counts, threads, precision, peaks, ft, probe, als, total, load_before, n_mm) -> None:
+def _user_rows(user: dict) -> tuple[dict, list[dict]]:
+    """Per kind: samples/s of each side (whole fit, steady) and transferkit's ratios to the others."""
+    names = {"tk": "transferkit `fit(files)` (cold decode cache)", "hf": "transformers.Trainer (datasets + set_transform)",
+             "plain": "plain PyTorch loop (tensors decoded before its clock)"}
+    ratios, rows = {}, []
+    for kind, sides in user.items():
+        rate = {k: r["n"] * r["epochs"] / r["seconds"] for k, r in sides.items()}
+        steady = {k: _steady(r["epoch_seconds"], r["n"]) for k, r in sides.items()}
+        for k, r in sides.items():
+            rows.append({"data": kind, "side": names[k], "samples/s, whole fit": rate[k], "samples/s, steady (epochs 2+)": steady[k],
+                         "fit s": r["seconds"], "epoch s": " / ".join(f"{x:.1f}" for x in r["epoch_seconds"]),
+                         "final train loss": r["final_loss"]})
+        ratios[kind] = {"hf": rate["tk"] / rate["hf"], "plain": rate["tk"] / rate["plain"],
+                        "hf_steady": steady["tk"] / steady["hf"], "plain_steady": steady["tk"] / steady["plain"],
+                        "hf_of_plain": rate["hf"] / rate["plain"], "first_epoch_extra": sides["tk"]["seconds"] - sum(sides["tk"]["epoch_seconds"]),
+                        "n": sides["tk"]["n"], "epochs": sides["tk"]["epochs"]}
+    return ratios, rows
+
+
+def _user_targets(ratios: dict) -> list[dict]:
+    out = []
+    for kind, r in ratios.items():
+        out.append({"target": f"user path, {kind}s: fit >= 1.3x Trainer (samples/s)",
+                    "measured": f"{r['hf']:.2f}x whole fit; {r['hf_steady']:.2f}x steady", "met": "yes" if r["hf"] >= 1.3 else "no"})
+        out.append({"target": f"user path, {kind}s: fit >= 0.8x the plain loop on pre-decoded tensors",
+                    "measured": f"{r['plain']:.2f}x whole fit; {r['plain_steady']:.2f}x steady", "met": "yes" if r["plain"] >= 0.8 else "no"})
+    return out
+
+
+def _user_notes(ratios: dict) -> list[str]:
+    notes = []
+    for kind, r in ratios.items():
+        if r["hf"] < 1.3:
+            ceiling = 1 / r["hf_of_plain"] if r["hf_of_plain"] > 0 else float("inf")
+            why = (f"the plain loop, which decodes nothing inside its clock, is only {ceiling:.2f}x Trainer here, so no "
+                   "data path can reach 1.3x: the model's forward and backward take most of every side's time, and "
+                   "closing it needs a cheaper step (bf16 where the CPU has it, `torch.compile`, a smaller input)"
+                   if ceiling < 1.3 else
+                   f"the plain loop reaches {ceiling:.2f}x Trainer, so the gap is transferkit's own overhead: "
+                   f"{r['first_epoch_extra']:.1f} s of the fit is outside the epochs (reading and checking the files, "
+                   "building the decode cache, the run files and the plot)")
+            notes.append(f"- User path, {kind}s, {r['hf']:.2f}x Trainer (target 1.3x): {why}.")
+        if r["plain"] < 0.8:
+            notes.append(f"- User path, {kind}s, {r['plain']:.2f}x the plain loop (target 0.8x): {r['first_epoch_extra']:.1f} s "
+                         f"of transferkit's fit is outside its epochs (file scan and checks, the cold decode cache, run files, "
+                         f"plot); steady epochs run at {r['plain_steady']:.2f}x the plain loop.")
+    return notes
+
+
+def write_report(args, counts, threads, precision, peaks, ft, probe, als, total, load_before, n_mm, user=None) -> None:
     n_train, b = counts["train"], args.batch_size
     tk_ft, hf_ft = _ft_row("transferkit Trainer", ft["tk"], n_train, args.epochs), _ft_row("transformers.Trainer", ft["hf"], n_train, args.epochs)
     ft_ratio = tk_ft["samples/s, steady (epochs 2+)"] / hf_ft["samples/s, steady (epochs 2+)"]
@@ -35,6 +85,7 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
 
     tk_cold, tk_warm, hf_p = probe["tk"]["cold cache"], probe["tk"]["warm cache"], probe["hf"]["run"]
     lp_speedup, lp_speedup_warm = hf_p["seconds"] / tk_cold["seconds"], hf_p["seconds"] / tk_warm["seconds"]
+    lp_loaded = hf_p["after_load"] / tk_cold["after_load"]
     probe_rows = [
         {"side": "transferkit, feature cache (cold: features computed in this run)", "wall s": tk_cold["seconds"],
          "val accuracy": tk_cold["accuracy"], "peak RSS MiB": probe["tk"]["peak_rss_mib"]},
@@ -43,6 +94,8 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
         {"side": "transformers.Trainer, frozen backbone", "wall s": hf_p["seconds"], "val accuracy": hf_p["accuracy"],
          "peak RSS MiB": probe["hf"]["peak_rss_mib"]},
     ]
+    for row, run in zip(probe_rows, (tk_cold, tk_warm, hf_p)):
+        row["s after the model is loaded"] = run["after_load"]
 
     tk_step = ft["tk"][0]
     flops = tk_step["flops_per_step"] * b / tk_step["flops_batch"]
@@ -66,14 +119,35 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
                  "runs": " / ".join(f"{x:.3f}" for x in t["build"])}]
 
     targets = [
-        {"target": "linear probe >= 10x faster than Trainer (same epochs)", "measured": f"{lp_speedup:.1f}x (cold cache); {lp_speedup_warm:.1f}x (warm)",
-         "met": "yes" if lp_speedup >= 10 else "no"},
+        {"target": "linear probe >= 10x faster than Trainer (same epochs), cold cache",
+         "measured": f"{lp_loaded:.1f}x from the loaded model; {lp_speedup:.1f}x whole process; {lp_speedup_warm:.1f}x warm",
+         "met": ("yes" if lp_speedup >= 10 else f"from the loaded model: {'yes' if lp_loaded >= 10 else 'no'}; whole process: no")},
         {"target": "full fine-tuning no slower than Trainer (aim 1.3x)", "measured": f"{ft_ratio:.2f}x steady; {ft_ratio_e2e:.2f}x whole run",
          "met": _both(ft_ratio >= 0.97, ft_ratio_e2e >= 0.97) + " (1.3x aim: " + ("yes" if ft_ratio >= 1.3 else "no") + ")"},
         {"target": "ALS overhead < 5%", "measured": f"{100 * als_over:+.1f}%", "met": "yes" if als_over < 0.05 else "no"},
     ]
+    if precision != "bf16":
+        targets.append({"target": "training step >= 0.65 of the fp32 matmul ceiling (no bf16)",
+                        "measured": f"{achieved / mm['fp32']:.2f}", "met": "yes" if achieved / mm["fp32"] >= 0.65 else "no"})
     notes = _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, tk_cold, tk_warm, hf_p,
                    achieved / own_peak, precision)
+    if lp_speedup < 10:
+        notes.append(
+            f"- From the loaded model (both sides have imported their tool and loaded the same ViT: what they share) the "
+            f"probe is {lp_loaded:.1f}x: transferkit {tk_cold['after_load']:.2f} s (encoding {n_train + counts['val']} "
+            f"images once, the head-only loop, run files, the plot, the validation pass) against Trainer's "
+            f"{hf_p['after_load']:.2f} s. The whole-process ratio also counts importing transformers and loading the "
+            f"model ({tk_cold['seconds'] - tk_cold['after_load']:.1f} s on transferkit's side), a cost both sides pay "
+            f"that alone is more than a tenth of Trainer's run on a backbone this small.")
+    if precision != "bf16" and achieved / mm["fp32"] < 0.65:
+        notes.append(
+            f"- Training step at {achieved / mm['fp32']:.2f} of the fp32 matmul ceiling (target 0.65): this ViT's matmuls "
+            "are small (128 wide, 65 tokens, batch 32), and layer norm, GELU, softmax and the optimizer, which the FLOP "
+            "counter does not count, take a large share of the step; closing it needs fused kernels (torch.compile) or "
+            "a wider model whose matmuls dominate.")
+    user_ratios, user_rows = _user_rows(user or {})
+    targets += _user_targets(user_ratios)
+    notes += _user_notes(user_ratios)
 
     lines = [
         "# Speed against the alternative" + (" (SMOKE RUN: tiny subset, numbers mean nothing)" if args.smoke else ""),
@@ -82,6 +156,9 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
                                  f"`{precision}` on both sides (transferkit `mixed_precision=\"{precision}\"`, Trainer "
                                  f"`bf16={precision == 'bf16'}`): autocast with fp32 master weights", threads),
         f"- Total wall time: {total:.0f} s",
+        *(["- fp32 forced with `TRANSFERKIT_CPU_BF16=0` (`mixed_precision=\"auto\"` resolves to `no`): this CPU has "
+           "AVX512-BF16, and the targets are stated for machines without bf16"]
+          if os.environ.get("TRANSFERKIT_CPU_BF16") == "0" else []),
         "",
         f"Model: a random-init ViT (32x32 input, patch 4, hidden {128}, 4 layers, 4 heads), the same saved folder "
         f"loaded by both sides (transferkit: `load_encoder` + a linear head; HF: `ViTForImageClassification`). Data: "
@@ -113,9 +190,12 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
         f"Trainer {args.probe_epochs} x {n_train} training images = {args.probe_epochs * n_train} (+{counts['val']} "
         f"for the accuracy); transferkit {n_train + counts['val']} once, then the head trains on cached vectors.",
         "",
-        markdown_table(probe_rows, ["side", "wall s", "val accuracy", "peak RSS MiB"]),
+        markdown_table(probe_rows, ["side", "wall s", "s after the model is loaded", "val accuracy", "peak RSS MiB"]),
         "",
-        f"Trainer / transferkit: **{lp_speedup:.1f}x** with a cold cache, {lp_speedup_warm:.1f}x warm.",
+        f"Trainer / transferkit: **{lp_speedup:.1f}x** with a cold cache ({lp_loaded:.1f}x from the loaded model), "
+        f"{lp_speedup_warm:.1f}x warm. transferkit trains the head on the cached vectors in a head-only loop "
+        "(no Accelerate, loaders or autocast: the Trainer's recipe on a matrix), and draws the learning curve "
+        "(`TrainConfig.plot`, on by default).",
         "",
         "## (c) How close a transferkit training step runs to the machine's matmul ceiling",
         "",
@@ -129,6 +209,7 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
         "",
         f"Overhead of transferkit over implicit: **{100 * als_over:+.1f}%** (fit only). Same factors as the direct "
         f"call (same seed): {als['same_factors']}.",
+        *(_user_section(user_ratios, user_rows) if user else []),
     ]
     path = benchinfo.results_path(args.results_dir, "throughput", args.smoke)
     path.write_text("\n".join(lines) + "\n")
@@ -138,7 +219,39 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
           f"tk_peak_rss_mib={tk_ft['peak RSS MiB']:.0f} hf_peak_rss_mib={hf_ft['peak RSS MiB']:.0f} "
           f"probe_speedup={lp_speedup:.1f} probe_speedup_warm={lp_speedup_warm:.1f} tk_probe_acc={tk_cold['accuracy']:.3f} "
           f"hf_probe_acc={hf_p['accuracy']:.3f} step_gflops={achieved / 1e9:.1f} fraction_of_{precision}_matmul={achieved / own_peak:.2f} "
-          f"als_overhead_pct={100 * als_over:.1f} precision={precision} seconds={total:.0f}")
+          f"als_overhead_pct={100 * als_over:.1f} precision={precision} probe_speedup_loaded={lp_loaded:.1f} "
+          + "".join(f"user_{k}_vs_trainer={r['hf']:.2f} user_{k}_vs_plain={r['plain']:.2f} " for k, r in user_ratios.items())
+          + f"seconds={total:.0f}")
+
+
+def _user_section(ratios: dict, rows: list[dict]) -> list[str]:
+    from throughput_user import AUDIO, IMAGE
+
+    img, aud = ratios.get("image", {}), ratios.get("audio", {})
+    return [
+        "",
+        "## (e) The user's path: training from files, decoding and augmentation inside the time",
+        "",
+        f"Images: {img.get('n')} hymenoptera training JPEGs (the first {IMAGE['per_class']} of each class), `{IMAGE['spec']}` fine-tuned at 224 px, batch {IMAGE['batch']}, "
+        f"{IMAGE['epochs']} epochs, lr {IMAGE['lr']} (encoder and head), RandomResizedCrop (scale {IMAGE['scale'][0]}-"
+        f"{IMAGE['scale'][1]}) + horizontal flip. Audio: {aud.get('n')} FSDD clips (training speakers, takes "
+        f"0-{AUDIO['takes'] - 1}, 8 kHz WAVs resampled to 16 kHz), `{AUDIO['spec']}` fine-tuned, batch {AUDIO['batch']}, "
+        f"{AUDIO['epochs']} epochs, lr {AUDIO['lr']}, no augmentation. Every side: the same encoder and seeded head, "
+        "AdamW, weight decay 0.01, 10% warmup then cosine, clipping 1.0, data loading in the training process, no "
+        "checkpoints or evaluation, each side in its own process, one run each. Whole fit = samples x epochs / seconds "
+        "of the call that trains, from the file paths (transferkit: `fit(folder)` or `fit(manifest)` scans, checks and "
+        "decodes into a fresh decode cache; Trainer: the `datasets.Dataset` of paths, `set_transform`, `Trainer(...)` and "
+        "`train()`; plain loop: the loop alone, its tensors decoded before). transferkit's augmentation crops and flips "
+        "each batch in one resampling from photos decoded once at 256 px; Trainer's and the plain loop's run "
+        "torchvision's RandomResizedCrop per image (Trainer from the full-size photo, the plain loop from the same "
+        "256 px tensors).",
+        "",
+        markdown_table(rows, ["data", "side", "samples/s, whole fit", "samples/s, steady (epochs 2+)", "fit s", "epoch s",
+                              "final train loss"], ".2f"),
+        "",
+        *[f"{kind}: transferkit / Trainer **{r['hf']:.2f}x** whole fit ({r['hf_steady']:.2f}x steady); transferkit / "
+          f"plain loop **{r['plain']:.2f}x** ({r['plain_steady']:.2f}x steady)." for kind, r in ratios.items()],
+    ]
 
 
 def _both(steady: bool, whole: bool) -> str:
