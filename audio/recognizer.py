@@ -220,8 +220,9 @@ class SpeechRecognizer(TransferTask):
     def evaluate_batches(self, model: nn.Module, loader: Any) -> dict:
         """WER, CER and exact match over a loader, keeping only decoded strings."""
         ev = StreamingCTCEval()  # strings only: the logits of one batch at a time
+        gather = getattr(loader, "gather", lambda *v: v)  # the Trainer's loader: every process's examples
         for batch in loader:
-            ev.add(*self._decode_batch(model, batch))
+            ev.add(*gather(*self._decode_batch(model, batch)))
         return ev.result()
 
     def default_config(self) -> TrainConfig:

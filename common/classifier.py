@@ -73,10 +73,11 @@ def evaluate_classification(num_labels: int) -> Callable[[nn.Module, Any], dict]
 
     def evaluate(model: nn.Module, loader: Any) -> dict:
         cm, loss_sum, n = ConfusionMatrix(num_labels), 0.0, 0
+        gather = getattr(loader, "gather", lambda *v: v)  # the Trainer's loader: every process's examples
         for batch in loader:
             inputs = dict(batch)
             labels = inputs.pop("labels")
-            logits = model(**inputs).float()
+            logits, labels = gather(model(**inputs).float(), labels)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             n += len(labels)
             cm.update(labels, logits.argmax(-1))

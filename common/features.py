@@ -67,14 +67,28 @@ class FeatureCache:
 
         ``collate_fn`` must return a dict of encoder inputs plus ``labels``.
         """
-        from safetensors.torch import load_file, save_file
-        from tqdm.auto import tqdm
+        from safetensors.torch import load_file
 
         key = fingerprint(*key_parts)
         path = self.path(key)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from .trainer import process_state
+
+            # Several processes: the main one encodes and writes the file, the others then read it.
+            with process_state().main_process_first():
+                if process_state().is_main_process and not path.exists():
+                    self._compute(encoder, dataset, path, collate_fn, batch_size, device, progress)
+            data = load_file(str(path))
+            return data["features"], data["labels"]
         if path.exists():
             data = load_file(str(path))
             return data["features"], data["labels"]
+        return self._compute(encoder, dataset, path, collate_fn, batch_size, device, progress)
+
+    def _compute(self, encoder, dataset, path, collate_fn, batch_size, device, progress) -> tuple[torch.Tensor, torch.Tensor]:
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         was_training = encoder.training
         encoder.eval().to(device)

@@ -217,6 +217,10 @@ class TransferTask(PushToHubMixin):
         return results
 
     def _write_run_file(self, config: TrainConfig) -> None:
+        from .trainer import process_state
+
+        if not process_state().is_main_process:  # under several processes the main one writes the run folder
+            return
         run_dir = Path(config.output_dir)
         stages = self.strategy.stages()
         final = run_dir / stages[-1].name if len(stages) > 1 else run_dir

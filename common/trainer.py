@@ -64,6 +64,19 @@ def _default_workers(requested: int | None) -> int:
     return min(8, max(1, (os.cpu_count() or 2) // 2)) if torch.cuda.is_available() else 0
 
 
+def _cpu_processes() -> bool:
+    """Several processes and no GPU: Accelerate must be told, or each process trains alone on a CPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> Any:
+    """Accelerate's view of the processes of this run (``process_index``, ``is_main_process``,
+    ``main_process_first()``...), set up as the Trainer sets it up: several CPU processes talk over gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_processes())
+
+
 def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "none", logging_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -74,11 +87,18 @@ def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "n
     if state and state.get("_mixed_precision") not in (None, mixed_precision) and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Under several processes some parameters may sit out a step (wav2vec2's LayerDrop, its mask
+    # embedding when no span is masked): DistributedDataParallel must look for them, or it fails.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    kw = {"mixed_precision": mixed_precision, "gradient_accumulation_steps": grad_accum, "cpu": _cpu_processes(),
+          "kwargs_handlers": [ddp]}
     if report_to == "none":
-        return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+        return Accelerator(**kw)
     from accelerate.utils import ProjectConfiguration
 
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, log_with=report_to,
+    return Accelerator(**kw, log_with=report_to,
                        project_config=ProjectConfiguration(project_dir=str(logging_dir), logging_dir=str(logging_dir)))
 
 
@@ -343,7 +363,10 @@ class Trainer:
         optimizer = self.optimizer_factory(self.param_groups, cfg)
         steps_per_epoch = math.ceil(math.ceil(len(train_dataset) / cfg.batch_size / acc.num_processes) / cfg.grad_accum_steps)
         scheduler = self.scheduler_factory(optimizer, steps_per_epoch * cfg.epochs, cfg)
-        model, optimizer, train_loader, scheduler = acc.prepare(self.model, optimizer, train_loader, scheduler)
+        # The schedule is stepped here, once per optimizer step: Accelerate's wrapper would step it once
+        # per process, which makes N processes run through it N times faster than one.
+        model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
+        acc.register_for_checkpointing(scheduler)
         if eval_loader is not None:
             eval_loader = acc.prepare(eval_loader)
         self.model = model
@@ -384,7 +407,9 @@ class Trainer:
         if evaluates and state["best_epoch"] is not None:
             self._load_best()
         acc.wait_for_everyone()
-        acc.end_training()
+        # Not acc.end_training(): it also ends the process group, which the next stage or run still needs.
+        for tracker in acc.trackers:
+            tracker.finish()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
         self._plot(state["history"])
@@ -434,7 +459,8 @@ class Trainer:
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
-                    scheduler.step()
+                    if acc.sync_gradients and not optimizer.step_was_skipped:  # fp16 overflow: no step
+                        scheduler.step()
                 else:
                     # A non-finite loss would poison the weights (the fp16 CTC failure): skip the step.
                     state["skipped"] += 1
@@ -458,9 +484,11 @@ class Trainer:
                                      "seconds": time.perf_counter() - t0}
                 self._save_step_checkpoint(state)
         seconds = time.perf_counter() - t0
+        if acc.num_processes > 1:  # every process's batches: the same row on every process
+            sums = torch.tensor([loss_sum, n_steps, seen], dtype=torch.float64, device=acc.device)
+            loss_sum, n_steps, seen = acc.reduce(sums, reduction="sum").tolist()
         return {"epoch": epoch, "train_loss": loss_sum / max(1, n_steps), "lr": scheduler.get_last_lr()[0],
-                "seconds": seconds, "samples_per_s": seen * acc.num_processes / max(seconds, 1e-9),
-                "skipped_steps": state["skipped"]}
+                "seconds": seconds, "samples_per_s": seen / max(seconds, 1e-9), "skipped_steps": state["skipped"]}
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).all().float().reshape(1)
@@ -473,7 +501,7 @@ class Trainer:
         if loader is not None:
             # Batches are collated outside autocast, as in training: a torch feature extractor in the
             # collate function (AST's Kaldi fbank, Whisper's STFT) fails or loses precision in bf16.
-            loader = _OutsideAutocast(loader, self.accelerator.device.type)
+            loader = _OutsideAutocast(loader, self.accelerator)
         with torch.no_grad(), self.accelerator.autocast():
             if self.evaluate_fn is not None:
                 metrics = self.evaluate_fn(model, loader)
@@ -482,6 +510,9 @@ class Trainer:
                 for batch in loader:
                     total += self.compute_loss(model, batch).item()
                     n += 1
+                if self.accelerator.num_processes > 1:  # the mean over every process's batches
+                    sums = torch.tensor([total, n], dtype=torch.float64, device=self.accelerator.device)
+                    total, n = self.accelerator.reduce(sums, reduction="sum").tolist()
                 metrics = {"eval_loss": total / max(1, n)}
         model.train()
         return {k: float(v) for k, v in metrics.items()}
@@ -534,10 +565,21 @@ def _freeze_frozen_norm_statistics(model: nn.Module) -> None:
 
 
 class _OutsideAutocast:
-    """A loader whose batches are fetched (and collated) with autocast off, for use inside an autocast block."""
+    """A loader whose batches are fetched (and collated) with autocast off, for use inside an autocast block.
 
-    def __init__(self, loader: Any, device_type: str) -> None:
-        self.loader, self.device_type = loader, device_type
+    Under several processes each one evaluates its shard of the batches: an evaluate function passes
+    what it scores through :meth:`gather` to score every example exactly once on every process.
+    """
+
+    def __init__(self, loader: Any, accelerator: Any) -> None:
+        self.loader, self.device_type, self.accelerator = loader, accelerator.device.type, accelerator
+
+    def gather(self, *values: Any) -> tuple:
+        """Each of ``values`` (a tensor with the batch first, or a list) from every process, in order,
+        without the examples Accelerate repeated to give every process a full last batch."""
+        if self.accelerator.num_processes == 1:
+            return values
+        return tuple(self.accelerator.gather_for_metrics(v) for v in values)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -658,8 +700,8 @@ class _TappedDataset(Dataset):
 
     def __getitems__(self, indices: list) -> list:
         self.tap.before_fetch()
-        if hasattr(self.dataset, "__getitems__"):
-            return list(self.dataset.__getitems__(indices))
+        if hasattr(self.dataset, "__getitems__"):  # a whole batch at once (cached features)
+            return self.dataset.__getitems__(indices)
         return [self.dataset[i] for i in indices]
 
 

@@ -131,9 +131,18 @@ class EmbeddingModel(nn.Module):
             )
         if loss not in ("bpr", "softmax"):
             raise ValueError(f"loss must be 'bpr' or 'softmax', got {loss!r}")
+        from accelerate.utils import broadcast_object_list
+
+        from transferkit.common.trainer import process_state
+
+        procs = process_state()
         if config is None:
-            config = TrainConfig(output_dir=tempfile.mkdtemp(prefix="transferkit-mf-"), epochs=5, batch_size=1024,
-                                 lr=0.01, weight_decay=0.0, warmup_ratio=0.0, progress=False)
+            # Under several processes they all write into the main process's temporary folder.
+            out = [tempfile.mkdtemp(prefix="transferkit-mf-") if procs.is_main_process else None]
+            if procs.num_processes > 1:
+                broadcast_object_list(out)
+            config = TrainConfig(output_dir=out[0], epochs=5, batch_size=1024, lr=0.01, weight_decay=0.0,
+                                 warmup_ratio=0.0, progress=False)
         if test is not None:
             config = config.replace(metric_for_best=f"ndcg@{k}", greater_is_better=True)
         self.item.weight.requires_grad_(not freeze_items)
@@ -145,7 +154,10 @@ class EmbeddingModel(nn.Module):
         def compute_loss(model, batch):
             users, pos = batch
             if loss == "bpr":
-                neg = torch.randint(0, n_items, pos.shape, device=pos.device)
+                # Every process draws the negatives of the whole step and keeps its own slice: the
+                # processes' negatives are independent, and N processes train as one with N x the batch.
+                neg = torch.randint(0, n_items, (procs.num_processes * len(pos),), device=pos.device)
+                neg = neg[procs.process_index * len(pos):(procs.process_index + 1) * len(pos)]
                 return -F.logsigmoid(model(users, pos) - model(users, neg)).mean()
             # through forward(), so a DistributedDataParallel wrapper still synchronises gradients
             logits = model(users, pos, all_pairs=True) - log_q.to(pos.device)[pos][None, :]
