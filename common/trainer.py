@@ -213,8 +213,9 @@ class Trainer:
     def _save_checkpoint(self, state: dict, target: Path | None = None) -> None:
         """Write the checkpoint to a temporary folder, then swap it in: a kill never leaves half a checkpoint.
 
-        Each process writes its own random-generator states (``rng-<rank>.json``); the main process
-        writes the loop state and the callbacks' state (``trainer_state.json``) and swaps the folder in.
+        Each process writes its own random-generator states and running sums (``rng-<rank>.json``);
+        the main process writes the loop state and the callbacks' state (``trainer_state.json``) and
+        swaps the folder in.
         """
         acc = self.accelerator
         target = target or self._last
@@ -223,7 +224,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
-        rng = {"rng": _rng_state()}
+        # This process's generators and, mid-epoch, its own running sums of the epoch.
+        rng = {"rng": _rng_state(), "progress": state.get("progress")}
         if state.get("progress") and self._tap is not None and self._tap.last is not None:
             # The loader already fetched the next batch (Accelerate reads one ahead): a mid-epoch resume
             # must fetch it again from the generators' state before that fetch.
@@ -286,6 +288,7 @@ class Trainer:
         state.pop("rng", None)
         state.pop("num_processes", None)
         _set_rng_state(rng["rng"])
+        state["progress"] = rng.get("progress", state["progress"])
         if state["progress"]:
             # Replayed around the first fetch of the resumed epoch (see _RngTap).
             self._resume_rng = (rng.get("next_batch_rng"), rng["rng"])

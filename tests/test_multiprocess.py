@@ -31,6 +31,7 @@ import torch
 
 SR = 16_000
 LABELS = ["bright", "dark"]
+KILLED = 86  # the exit status of a process the test kills
 
 
 def _images(n, seed):
@@ -55,7 +56,8 @@ def _opts(out, batch, **kw):
 
 
 class _Count:
-    """Counts trained batches; with ``kill_at`` it raises after that many (a kill after a step checkpoint)."""
+    """Counts trained batches; with ``kill_at`` the process dies after that many, with no clean-up
+    (``os._exit``, as under kill -9)."""
 
     def __new__(cls, kill_at=None):
         from transferkit.common import Callback
@@ -67,7 +69,7 @@ class _Count:
             def on_batch_end(self, trainer, loss):
                 self.batches += 1
                 if self.batches == kill_at:
-                    raise KeyboardInterrupt
+                    os._exit(KILLED)
 
         return Count()
 
@@ -171,7 +173,7 @@ def _audit_writes(root: Path) -> list:
     return writes
 
 
-def main(out: Path, vit: Path, w2v: Path) -> None:
+def main(mode: str, out: Path, vit: Path, w2v: Path) -> None:
     from safetensors.torch import save_file
 
     from transferkit.audio.ctc import StreamingCTCEval
@@ -196,6 +198,14 @@ def main(out: Path, vit: Path, w2v: Path) -> None:
     ConfusionMatrix.update, StreamingCTCEval.add = counting_update, counting_add
     report: dict = {"rank": rank, "world": state.num_processes, "seconds": {}}
     weights: dict = {}
+    if mode == "resume":  # new processes pick the killed run up
+        current, counter = "resume", _Count()
+        model, history = image(runs / "killed", vit, 4, save_steps=1, resume=True, callbacks=[counter])
+        report |= {"batches": counter.batches, "history": history, "eval_counts": counts, "writes": sorted(set(writes))}
+        (out / f"resume{rank}.json").write_text(json.dumps(report))
+        if state.is_main_process:
+            save_file(_state(model), str(out / "resumed.safetensors"))
+        return
     for current, run in [("image", lambda: image(runs / "image", vit, 4, save_steps=1)),
                          ("probe", lambda: probe(runs / "probe", vit, 4)),
                          ("audio", lambda: audio(runs / "audio", w2v, 4)),
@@ -207,26 +217,18 @@ def main(out: Path, vit: Path, w2v: Path) -> None:
         weights |= {f"{current}/{k}": v for k, v in _state(model).items()}
         report[current] = {"history": history, "encoder_calls": extra[0] if extra else None}
 
-    # 16 images / (2 x 4) = 2 steps per epoch, 4 in all. Killed in batch 2, before its checkpoint: the
-    # newest is the step checkpoint after batch 1, in the middle of epoch 1.
-    current = "resume"
-    try:
-        image(runs / "killed", vit, 4, save_steps=1, callbacks=[_Count(kill_at=2)])
-    except KeyboardInterrupt:
-        report["killed"] = True
-    counter = _Count()
-    model, history = image(runs / "killed", vit, 4, save_steps=1, resume=True, callbacks=[counter])
-    report["resume"] = {"batches": counter.batches, "history": history}
-    weights |= {f"resume/{k}": v for k, v in _state(model).items()}
-
     report["eval_counts"], report["writes"] = counts, sorted(set(writes))
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if state.is_main_process:
         save_file(weights, str(out / "weights.safetensors"))
+    # 16 images / (2 x 4) = 2 steps per epoch, 4 in all. Both processes die in batch 2, before its
+    # checkpoint: the newest is the step checkpoint after batch 1, in the middle of epoch 1.
+    current = "killed"
+    image(runs / "killed", vit, 4, save_steps=1, callbacks=[_Count(kill_at=2)])
 
 
 if __name__ == "__main__":
-    main(*map(Path, sys.argv[1:4]))
+    main(sys.argv[1], *map(Path, sys.argv[2:5]))
     sys.exit(0)
 
 
@@ -251,15 +253,23 @@ def launched(tmp_path_factory):
     # over gloo. (--cpu --num_processes 2 would start one process: Accelerate reserves it for MPI.)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           __file__, str(out), str(vit), str(w2v)]
+           __file__]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    proc = subprocess.run([*cmd, "train", str(out), str(vit), str(w2v)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    # Every scenario ran, then the killed run took both processes down.
+    assert (out / "rank0.json").exists() and (out / "rank1.json").exists(), proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode != 0 and f"exitcode  : {KILLED}" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    resumed = subprocess.run([*cmd, "resume", str(out), str(vit), str(w2v)], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
     from safetensors.torch import load_file
 
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    return {"root": root, "vit": vit, "w2v": w2v, "reports": reports, "seconds": time.perf_counter() - t0,
-            "weights": load_file(str(out / "weights.safetensors"))}
+    return {"root": root, "vit": vit, "w2v": w2v, "seconds": time.perf_counter() - t0,
+            "reports": [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)],
+            "resumed": [json.loads((out / f"resume{r}.json").read_text()) for r in (0, 1)],
+            "weights": load_file(str(out / "weights.safetensors")),
+            "resumed_weights": load_file(str(out / "resumed.safetensors"))}
 
 
 def _close(two: dict, name: str, model) -> None:
@@ -309,10 +319,13 @@ def test_only_the_main_process_writes_run_files_and_the_feature_cache_is_shared(
 
 
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_weights(launched):
-    r0, r1 = launched["reports"]
-    w = launched["weights"]
-    assert r0["killed"] and r1["killed"]
-    assert r0["resume"]["batches"] == r1["resume"]["batches"] == 3  # of 4: resumed after batch 1
-    for k in [k for k in w if k.startswith("image/")]:
-        assert torch.equal(w[k], w["resume/" + k.split("/", 1)[1]]), k
-    assert [h["accuracy"] for h in r0["resume"]["history"]] == [h["accuracy"] for h in r0["image"]["history"]]
+    (r0, r1), w, resumed = launched["resumed"], launched["weights"], launched["resumed_weights"]
+    assert r0["world"] == r1["world"] == 2
+    assert r0["batches"] == r1["batches"] == 3  # of 4: resumed after batch 1, in new processes
+    assert resumed.keys() == {k.split("/", 1)[1] for k in w if k.startswith("image/")}
+    for k, v in resumed.items():  # the same run uninterrupted (save_steps=1 too)
+        assert torch.equal(w["image/" + k], v), k
+    uninterrupted = launched["reports"][0]["image"]["history"]
+    assert [{**h, "seconds": 0, "samples_per_s": 0} for h in r0["history"]] == \
+        [{**h, "seconds": 0, "samples_per_s": 0} for h in uninterrupted]
+    assert all(Path(p).name in ("rng-1.json", "random_states_1.pkl") for p in r1["writes"]), r1["writes"]
