@@ -204,6 +204,7 @@ class Trainer:
         _check_tracker(config.report_to)
         self._tap: _RngTap | None = None
         self._resume_rng: tuple | None = None
+        self._resumed = False
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -288,6 +289,7 @@ class Trainer:
         state.pop("rng", None)
         state.pop("num_processes", None)
         _set_rng_state(rng["rng"])
+        self._resumed = True
         state["progress"] = rng.get("progress", state["progress"])
         if state["progress"]:
             # Replayed around the first fetch of the resumed epoch (see _RngTap).
@@ -441,14 +443,17 @@ class Trainer:
             loader = skip_first_batches(loader, done) if done < total else []
             if done < total and self._tap is not None and self._resume_rng is not None:
                 self._tap.replay(*self._resume_rng)
-        pending_rng = self._resume_rng[1] if done < total and self._tap is None and self._resume_rng else None
+        # With loader workers, the main process's generators drive only the model, but a loader drawn
+        # anew in a resumed process (Accelerate's skipping loader, or the first epoch's) takes a seed
+        # from them that the uninterrupted run drew once, at its start: put them back after it.
+        pending_rng = _rng_state() if self._tap is None and self._resumed else None
         self._resume_rng = None
         t0 = time.perf_counter() - progress["seconds"]
         loss_sum, n_steps, seen = progress["loss_sum"], progress["n_steps"], progress["seen"]
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
                    leave=False, dynamic_ncols=True, initial=done, total=total)
         for batch in bar:
-            if pending_rng is not None:  # loader workers: the main process's generators drive only the model
+            if pending_rng is not None:
                 _set_rng_state(pending_rng)
                 pending_rng = None
             for cb in self.callbacks:

@@ -181,3 +181,24 @@ def test_pretraining_resumed_mid_epoch_anneals_the_gumbel_temperature_as_uninter
     assert res.final["gumbel_temperature_steps"] == ref.final["gumbel_temperature_steps"] == 8
     a, b = load_file(f"{ref.folder}/model.safetensors"), load_file(f"{res.folder}/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("save_steps, resumed_batches", [(3, 15 - 6), (None, 15 - 5)])
+def test_with_loader_workers_a_resume_matches_when_loading_is_deterministic(tmp_path, save_steps, resumed_batches):
+    """Loader workers draw from their own generators; the main process's ones drive only dropout,
+    and a resumed process hands them back after its loader took a seed from them. Killed after
+    batch 8: resumed from the step checkpoint after batch 6, or from the end of epoch 1."""
+
+    def fit(path, callbacks=(), **kw):
+        model = _model()
+        Trainer(model, _cfg(path, num_workers=1, **kw), compute_loss=_loss, callbacks=callbacks).fit(_data())
+        return model
+
+    ref = fit(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "run", [_Count(8)], save_steps=save_steps)
+    counter = _Count()
+    model = fit(tmp_path / "run", [counter], save_steps=save_steps, resume=True)
+    assert counter.batches == resumed_batches
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
