@@ -19,6 +19,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
 from .precision import resolve_mixed_precision
+from .resume import (
+    STEP_PREFIX,
+    RngTap,
+    TappedCollate,
+    TappedDataset,
+    cpu_rng_json,
+    rng_state,
+    set_rng_state,
+    step_dirs,
+)
 from .sampling import EpochSampler, LengthGroupedSampler
 
 log = logging.getLogger(__name__)
@@ -202,7 +212,7 @@ class Trainer:
         self.mixed_precision = resolve_mixed_precision(config.mixed_precision)
         self.accelerator = None
         _check_tracker(config.report_to)
-        self._tap: _RngTap | None = None
+        self._tap: RngTap | None = None
         self._resume_rng: tuple | None = None
         self._resumed = False
 
@@ -226,11 +236,11 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
         # This process's generators and, mid-epoch, its own running sums of the epoch.
-        rng = {"rng": _rng_state(), "progress": state.get("progress")}
+        rng = {"rng": rng_state(), "progress": state.get("progress")}
         if state.get("progress") and self._tap is not None and self._tap.last is not None:
             # The loader already fetched the next batch (Accelerate reads one ahead): a mid-epoch resume
             # must fetch it again from the generators' state before that fetch.
-            rng["next_batch_rng"] = _cpu_rng_json(self._tap.last)
+            rng["next_batch_rng"] = cpu_rng_json(self._tap.last)
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / f"rng-{acc.process_index}.json").write_text(json.dumps(rng))
         acc.wait_for_everyone()
@@ -249,7 +259,7 @@ class Trainer:
         limit = self.config.save_total_limit
         if limit and self.accelerator.is_main_process:
             # Only older ones go: the newest (what a resume reads), the epoch checkpoint and best weights stay.
-            for d in _step_dirs(self.out / "checkpoints")[:-limit]:
+            for d in step_dirs(self.out / "checkpoints")[:-limit]:
                 shutil.rmtree(d, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
@@ -257,7 +267,7 @@ class Trainer:
         """The newest complete checkpoint: the epoch one (``last``, or ``.last.old`` if a kill hit the
         swap) or a step one, whichever trained further; at a tie the epoch one (it holds the evaluation)."""
         found = []
-        for d in (self._last, self._last.with_name(".last.old"), *_step_dirs(self.out / "checkpoints")):
+        for d in (self._last, self._last.with_name(".last.old"), *step_dirs(self.out / "checkpoints")):
             if (d / "trainer_state.json").exists():
                 s = json.loads((d / "trainer_state.json").read_text())
                 found.append(((s.get("global_step", 0), s["epoch"], not d.name.startswith(STEP_PREFIX)), d))
@@ -274,7 +284,7 @@ class Trainer:
                 log.info("resume=True but %s holds no checkpoint: starting fresh", self.out / "checkpoints")
             elif acc.is_main_process:
                 # A fresh run in an old folder: a stale step checkpoint must not win a later resume.
-                for d in _step_dirs(self.out / "checkpoints"):
+                for d in step_dirs(self.out / "checkpoints"):
                     shutil.rmtree(d, ignore_errors=True)
             acc.wait_for_everyone()
             return state
@@ -288,11 +298,11 @@ class Trainer:
         rng = json.loads(rng_file.read_text()) if rng_file.exists() else {"rng": state.pop("rng")}
         state.pop("rng", None)
         state.pop("num_processes", None)
-        _set_rng_state(rng["rng"])
+        set_rng_state(rng["rng"])
         self._resumed = True
         state["progress"] = rng.get("progress", state["progress"])
         if state["progress"]:
-            # Replayed around the first fetch of the resumed epoch (see _RngTap).
+            # Replayed around the first fetch of the resumed epoch (see RngTap).
             self._resume_rng = (rng.get("next_batch_rng"), rng["rng"])
         for cb, cb_state in zip(self.callbacks, state.pop("callbacks", [])):
             cb.load_state_dict(cb_state)
@@ -327,8 +337,8 @@ class Trainer:
         if workers == 0:
             # Loading in this process draws from the same generators as dropout: the tap records their
             # state before each fetch, so that a mid-epoch resume fetches the next batch exactly again.
-            self._tap = _RngTap()
-            train_dataset, collate_fn = _TappedDataset(train_dataset, self._tap), _TappedCollate(collate_fn, self._tap)
+            self._tap = RngTap()
+            train_dataset, collate_fn = TappedDataset(train_dataset, self._tap), TappedCollate(collate_fn, self._tap)
         loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda", "persistent_workers": workers > 0}
         train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
         eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
@@ -446,7 +456,7 @@ class Trainer:
         # With loader workers, the main process's generators drive only the model, but a loader drawn
         # anew in a resumed process (Accelerate's skipping loader, or the first epoch's) takes a seed
         # from them that the uninterrupted run drew once, at its start: put them back after it.
-        pending_rng = _rng_state() if self._tap is None and self._resumed else None
+        pending_rng = rng_state() if self._tap is None and self._resumed else None
         self._resume_rng = None
         t0 = time.perf_counter() - progress["seconds"]
         loss_sum, n_steps, seen = progress["loss_sum"], progress["n_steps"], progress["seen"]
@@ -454,7 +464,7 @@ class Trainer:
                    leave=False, dynamic_ncols=True, initial=done, total=total)
         for batch in bar:
             if pending_rng is not None:
-                _set_rng_state(pending_rng)
+                set_rng_state(pending_rng)
                 pending_rng = None
             for cb in self.callbacks:
                 cb.on_batch_begin(self, model, batch)
@@ -602,49 +612,12 @@ class _OutsideAutocast:
             yield batch
 
 
-def _rng_state() -> dict:
-    """Every random generator's state as JSON (Accelerate's pickle of them fails to load under weights_only)."""
-    import random
-
-    import numpy as np
-
-    state = _cpu_rng_json((random.getstate(), np.random.get_state(), torch.get_rng_state()))
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
 def _batch_size(batch: Any) -> int:
     if isinstance(batch, dict):
         batch = next(iter(batch.values()))
     if isinstance(batch, (list, tuple)):
         batch = batch[0]
     return int(batch.shape[0]) if hasattr(batch, "shape") and batch.dim() else 1
-
-
-STEP_PREFIX = "step-"
-
-
-def _step_dirs(folder: Path) -> list[Path]:
-    """Step checkpoints in ``folder``, oldest first."""
-    if not folder.is_dir():
-        return []
-    dirs = [d for d in folder.iterdir() if d.is_dir() and d.name.startswith(STEP_PREFIX) and d.name[len(STEP_PREFIX):].isdigit()]
-    return sorted(dirs, key=lambda d: int(d.name[len(STEP_PREFIX):]))
 
 
 def _check_tracker(report_to: str) -> None:
@@ -660,72 +633,3 @@ def _tracker_config(config: TrainConfig, run_info: dict) -> dict:
     """The run's settings as flat scalars, which every tracker accepts as hyperparameters."""
     flat = {**config.to_dict(), **{k: v for k, v in run_info.items() if not isinstance(v, dict)}}
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
-
-
-class _RngTap:
-    """Records the random generators' state before each training fetch, and replays a resume.
-
-    Accelerate's loader fetches one batch ahead, so when step ``k`` ends (and a checkpoint is
-    written) batch ``k+1`` has already been loaded and collated, drawing from the same generators
-    as the model's dropout. A resumed run therefore sets the state from before that fetch, fetches
-    batch ``k+1`` again, then sets the checkpoint's state, which is what the uninterrupted run had
-    when it fetched batch ``k+2``.
-    """
-
-    def __init__(self) -> None:
-        self.last: tuple | None = None
-        self._before: dict | None = None
-        self._after: dict | None = None
-
-    def replay(self, before: dict | None, after: dict) -> None:
-        self._before, self._after = before, after
-
-    def before_fetch(self) -> None:
-        import random
-
-        import numpy as np
-
-        if self._before is not None:
-            _set_rng_state(self._before)
-            self._before = None
-        self.last = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-
-    def after_collate(self) -> None:
-        if self._after is not None:
-            _set_rng_state(self._after)
-            self._after = None
-
-
-class _TappedDataset(Dataset):
-    def __init__(self, dataset: Any, tap: _RngTap) -> None:
-        self.dataset, self.tap = dataset, tap
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[i]
-
-    def __getitems__(self, indices: list) -> list:
-        self.tap.before_fetch()
-        if hasattr(self.dataset, "__getitems__"):  # a whole batch at once (cached features)
-            return self.dataset.__getitems__(indices)
-        return [self.dataset[i] for i in indices]
-
-
-class _TappedCollate:
-    def __init__(self, collate_fn: Callable | None, tap: _RngTap) -> None:
-        from torch.utils.data import default_collate
-
-        self.collate_fn, self.tap = collate_fn or default_collate, tap
-
-    def __call__(self, rows: list) -> Any:
-        batch = self.collate_fn(rows)
-        self.tap.after_collate()
-        return batch
-
-
-def _cpu_rng_json(raw: tuple) -> dict:
-    python, np_state, torch_state = raw
-    return {"python": [python[0], list(python[1]), python[2]], "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "torch": torch_state.tolist()}
