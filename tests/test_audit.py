@@ -116,6 +116,8 @@ def test_image_audit_flags_each_planted_problem_and_nothing_else(planted_images,
     assert flagged(report) == IMAGE_FLAGS
     copy = next(f for f in report.flags if f.reason == "near_duplicate")
     assert Path(copy.partner_source).name == "007.png" and copy.score > 0.99 and not copy.conflict
+    assert report.class_balance() == [{"label": "blue", "train": 20, "test": 6, "train after cleaning": 18},
+                                      {"label": "red", "train": 24, "test": 5, "train after cleaning": 19}]
     paths = report.write(tmp_path / "out")
     clean = report.write_clean(tmp_path / "train.clean.csv")
     after = {**digest(train), **{f"test/{k}": v for k, v in digest(test).items()}}
