@@ -95,6 +95,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from transferkit.common.trainer import process_state
+
     from .classifier import AudioClassifier
     from .data import as_audio_dataset
 
@@ -104,6 +106,8 @@ def _fit(args: argparse.Namespace) -> int:
     clf = AudioClassifier.from_pretrained(inputs.model, labels=inputs.labels or sorted({str(t) for t in train.targets}),
                                           strategy=strategy, config=dataclass_from_args(AudioModelConfig, args))
     clf.fit(train, eval=inputs.eval, config=config, max_seconds=dataclass_from_args(ClipCrop, args).max_seconds, **search)
+    if not process_state().is_main_process:  # under several processes the main one evaluates and exports
+        return 0
     metrics = None
     if inputs.eval:
         result = clf.evaluate(inputs.eval, out_dir=config.output_dir)
@@ -114,6 +118,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _fit_ctc(args: argparse.Namespace) -> int:
+    from transferkit.common.trainer import process_state
+
     from .data import as_audio_dataset
     from .recognizer import SpeechRecognizer
 
@@ -126,6 +132,8 @@ def _fit_ctc(args: argparse.Namespace) -> int:
                                            config=dataclass_from_args(CTCConfig, args))
     clips = dataclass_from_args(ClipFilter, args)
     asr.fit(train, eval=inputs.eval, config=config, min_seconds=clips.min_seconds, max_seconds=clips.max_seconds)
+    if not process_state().is_main_process:  # under several processes the main one evaluates and exports
+        return 0
     metrics = asr.evaluate(inputs.eval) if inputs.eval else None
     folder = asr.save(Path(config.output_dir) / "model", metrics=metrics)
     print_json({"model": str(folder), "metrics": metrics, "skipped": str(asr.skip_report)})

@@ -68,6 +68,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from transferkit.common.trainer import process_state
+
     from .classifier import ImageClassifier
     from .data import as_image_set
 
@@ -77,6 +79,8 @@ def _fit(args: argparse.Namespace) -> int:
     clf = ImageClassifier.from_pretrained(inputs.model, labels=inputs.labels or train.labels, strategy=strategy,
                                           **({"weights": inputs.weights} if inputs.weights else {}))
     clf.fit(train, eval=inputs.eval, config=config, augment=dataclass_from_args(AugmentConfig, args), **search)
+    if not process_state().is_main_process:  # under several processes the main one evaluates and exports
+        return 0
     metrics = None
     if inputs.eval:
         result = clf.evaluate(inputs.eval, out_dir=config.output_dir)
