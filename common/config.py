@@ -77,11 +77,15 @@ class TrainConfig:
                                      "continues mid-epoch).", ge=1)
     save_total_limit: int | None = setting(None, "Keep only the N newest step checkpoints (the epoch checkpoint "
                                            "and the best weights are never deleted).", ge=1)
+    find_unused_parameters: bool = setting(True, "Under several processes, let DDP look for parameters a step did not "
+                                           "use (wav2vec2's LayerDrop); off saves a graph walk per step.")
     report_to: str = setting("none", "Experiment tracker fed through Accelerate: none, tensorboard (logs in "
                              "output_dir/tracking), wandb or mlflow.", choices=TRACKERS)
     group_by_length: bool = setting(False, "Batch examples of similar length together.")
     progress: bool = setting(True, "Show tqdm progress bars.")
     plot: bool = setting(True, "Write learning_curve.png beside metrics.jsonl.")
+    compile: bool = setting(False, "torch.compile the training step's forward (its first steps pay the compilation; "
+                            "see benchmarks/results/throughput.md for what it gained on CPU).")
 
     def __post_init__(self) -> None:
         check_settings(self)

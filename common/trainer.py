@@ -87,7 +87,8 @@ def process_state() -> Any:
     return PartialState(cpu=_cpu_processes())
 
 
-def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "none", logging_dir: Path | None = None):
+def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "none", logging_dir: Path | None = None,
+                      find_unused_parameters: bool = True):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -101,7 +102,7 @@ def _make_accelerator(mixed_precision: str, grad_accum: int, report_to: str = "n
 
     # Under several processes some parameters may sit out a step (wav2vec2's LayerDrop, its mask
     # embedding when no span is masked): DistributedDataParallel must look for them, or it fails.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
     kw = {"mixed_precision": mixed_precision, "gradient_accumulation_steps": grad_accum, "cpu": _cpu_processes(),
           "kwargs_handlers": [ddp]}
     if report_to == "none":
@@ -199,7 +200,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.model, self.config = model, config
-        self.compute_loss, self.evaluate_fn = compute_loss, evaluate
+        # compile=True: torch.compile traces the loss (the model's forward, hence its backward) on first use.
+        self.compute_loss = torch.compile(compute_loss) if config.compile else compute_loss
+        self.evaluate_fn = evaluate
         self.param_groups = param_groups or [
             {"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "weight_decay": config.weight_decay}
         ]
@@ -365,7 +368,7 @@ class Trainer:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
         acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
-                                                   self.out / "tracking")
+                                                   self.out / "tracking", cfg.find_unused_parameters)
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)  # torch, numpy and random: augmentation drawing from any of them repeats
