@@ -83,6 +83,8 @@ def _batches(feature_set: Any, size: int, device: torch.device) -> list[dict]:
 
 def _train_epoch(trainer, model, optimizer, scheduler, params, x, y, order, epoch, state) -> dict:
     cfg = trainer.config
+    # A linear layer on vectors: compiling it would cost seconds and save nothing.
+    loss_fn = getattr(trainer.compute_loss, "_torchdynamo_orig_callable", trainer.compute_loss)
     model.train()
     t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, 0
     starts = range(0, len(order), cfg.batch_size)
@@ -91,7 +93,7 @@ def _train_epoch(trainer, model, optimizer, scheduler, params, x, y, order, epoc
         batch = {"features": x[idx], "labels": y[idx]}
         for cb in trainer.callbacks:
             cb.on_batch_begin(trainer, model, batch)
-        loss = trainer.compute_loss(model, batch)
+        loss = loss_fn(model, batch)
         if not bool(torch.isfinite(loss.detach())):
             state["skipped"] += 1  # a non-finite loss would poison the weights: skip the step
             optimizer.zero_grad(set_to_none=True)
