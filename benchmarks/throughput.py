@@ -130,9 +130,11 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
     out = {}
     runs = ("cold cache", "warm cache") if strategy == "linear_probe" else ("run",)
     cache = work / f"features-{os.getpid()}"
+    plot_seconds = _clock_plots()
     for name in runs:
         if name == "warm cache":
             t0 = time.perf_counter()
+        plot_seconds.clear()
         settings = {"feature_cache": str(cache)} if strategy == "linear_probe" else {}
         clf = RowsClassifier(load_encoder(str(work / "vit")), LABELS, get_strategy(strategy, **settings))
         t_loaded = time.perf_counter()  # the tool imported and the model loaded: what both sides share
@@ -148,6 +150,7 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
         with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=result_precision(args) == "bf16"):
             acc = evaluate_classification(len(LABELS))(model, (on_device(b) for b in loader))["accuracy"]
         out[name] = {"seconds": time.perf_counter() - t0, "accuracy": acc, "after_load": time.perf_counter() - t_loaded,
+                     "plot_seconds": sum(plot_seconds),
                      "epoch_seconds": [h["seconds"] for h in result.history]}
     if strategy == "finetune":  # FLOPs of one training step of this very model, counted by torch
         model.train()
@@ -160,6 +163,24 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
         out["flops_batch"] = len(batch["labels"])
     shutil.rmtree(cache, ignore_errors=True)
     return out
+
+
+def _clock_plots() -> list[float]:
+    """Time transferkit's learning-curve plots (importing matplotlib and drawing) without changing them."""
+    from transferkit.common import report
+
+    seconds: list[float] = []
+    draw = report.plot_learning_curve
+
+    def timed(*a, **k):
+        t = time.perf_counter()
+        try:
+            return draw(*a, **k)
+        finally:
+            seconds.append(time.perf_counter() - t)
+
+    report.plot_learning_curve = timed
+    return seconds
 
 
 def worker_hf(work: Path, strategy: str, args) -> dict:

@@ -42,9 +42,15 @@ def _user_rows(user: dict) -> tuple[dict, list[dict]]:
                          "final train loss": r["final_loss"]})
         ratios[kind] = {"hf": rate["tk"] / rate["hf"], "plain": rate["tk"] / rate["plain"],
                         "hf_steady": steady["tk"] / steady["hf"], "plain_steady": steady["tk"] / steady["plain"],
-                        "hf_of_plain": rate["hf"] / rate["plain"], "first_epoch_extra": sides["tk"]["seconds"] - sum(sides["tk"]["epoch_seconds"]),
+                        "hf_of_plain": rate["hf"] / rate["plain"], "outside": sides["tk"]["seconds"] - sum(sides["tk"]["epoch_seconds"]),
+                        "tk_first_extra": _first_extra(sides["tk"]), "plain_first_extra": _first_extra(sides["plain"]),
                         "n": sides["tk"]["n"], "epochs": sides["tk"]["epochs"]}
     return ratios, rows
+
+
+def _first_extra(run: dict) -> float:
+    e = run["epoch_seconds"]
+    return e[0] - e[1] if len(e) > 1 else 0.0
 
 
 def _user_targets(ratios: dict) -> list[dict]:
@@ -60,20 +66,26 @@ def _user_targets(ratios: dict) -> list[dict]:
 def _user_notes(ratios: dict) -> list[str]:
     notes = []
     for kind, r in ratios.items():
+        cost = (f"{r['outside']:.1f} s of transferkit's fit is outside its epochs (reading and checking the files"
+                f"{', decoding the clips into the cold cache' if kind == 'audio' else ''}, run files, the plot)"
+                + (f", and its first epoch is {r['tk_first_extra']:.1f} s longer than its second against "
+                   f"{r['plain_first_extra']:.1f} s for the plain loop (the photos decoded into the cold cache)"
+                   if kind == "image" else ""))
         if r["hf"] < 1.3:
             ceiling = 1 / r["hf_of_plain"] if r["hf_of_plain"] > 0 else float("inf")
-            why = (f"the plain loop, which decodes nothing inside its clock, is only {ceiling:.2f}x Trainer here, so no "
-                   "data path can reach 1.3x: the model's forward and backward take most of every side's time, and "
-                   "closing it needs a cheaper step (bf16 where the CPU has it, `torch.compile`, a smaller input)"
+            why = (f"the plain loop, which decodes nothing inside its clock, is itself only {ceiling:.2f}x Trainer, so "
+                   "no data path could reach 1.3x: the model's forward and backward take most of every side's time, "
+                   "and closing it needs a cheaper step (bf16 where the CPU has it, `compile=True`, a smaller input)"
                    if ceiling < 1.3 else
-                   f"the plain loop reaches {ceiling:.2f}x Trainer, so the gap is transferkit's own overhead: "
-                   f"{r['first_epoch_extra']:.1f} s of the fit is outside the epochs (reading and checking the files, "
-                   "building the decode cache, the run files and the plot)")
+                   f"the plain loop reaches {ceiling:.2f}x Trainer; transferkit's steady epochs run at "
+                   f"{r['hf_steady']:.2f}x Trainer's, and the one-time costs of a fit this short weigh on the rest: {cost}")
             notes.append(f"- User path, {kind}s, {r['hf']:.2f}x Trainer (target 1.3x): {why}.")
         if r["plain"] < 0.8:
-            notes.append(f"- User path, {kind}s, {r['plain']:.2f}x the plain loop (target 0.8x): {r['first_epoch_extra']:.1f} s "
-                         f"of transferkit's fit is outside its epochs (file scan and checks, the cold decode cache, run files, "
-                         f"plot); steady epochs run at {r['plain_steady']:.2f}x the plain loop.")
+            notes.append(f"- User path, {kind}s, {r['plain']:.2f}x the plain loop (target 0.8x): {cost}; steady epochs run "
+                         f"at {r['plain_steady']:.2f}x the plain loop's.")
+    if ratios:
+        notes.append("- Section (e) runs each side once, one after the other, on cores other jobs share (see the load "
+                     "above): small differences between sides are within what that load moves a single run by.")
     return notes
 
 
@@ -136,7 +148,10 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
             f"- From the loaded model (both sides have imported their tool and loaded the same ViT: what they share) the "
             f"probe is {lp_loaded:.1f}x: transferkit {tk_cold['after_load']:.2f} s (encoding {n_train + counts['val']} "
             f"images once, the head-only loop, run files, the plot, the validation pass) against Trainer's "
-            f"{hf_p['after_load']:.2f} s. The whole-process ratio also counts importing transformers and loading the "
+            f"{hf_p['after_load']:.2f} s. Of transferkit's seconds, {tk_cold.get('plot_seconds', 0):.2f} went to the "
+            f"learning-curve plot (importing matplotlib and drawing; Trainer draws none): without it "
+            f"(`TrainConfig(plot=False)`) the ratio would be about "
+            f"{hf_p['after_load'] / max(1e-9, tk_cold['after_load'] - tk_cold.get('plot_seconds', 0)):.1f}x. The whole-process ratio also counts importing transformers and loading the "
             f"model ({tk_cold['seconds'] - tk_cold['after_load']:.1f} s on transferkit's side), a cost both sides pay "
             f"that alone is more than a tenth of Trainer's run on a backbone this small.")
     if precision != "bf16" and achieved / mm["fp32"] < 0.65:
