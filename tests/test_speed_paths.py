@@ -127,9 +127,9 @@ def test_second_fit_reads_the_decoded_images_back(tmp_path, vit_dir, monkeypatch
         clf.fit(folder, eval=folder, epochs=1, batch_size=4, progress=False, plot=False, save_checkpoints=False,
                 output_dir=str(tmp_path / f"run{run}"), decode_cache=str(tmp_path / "cache"))
         counts.append(len(calls))
-    # First fit: 12 training images at the crop size, 12 at the input size for evaluation, and the one
-    # check against the processor; the second fit decodes only that check image.
-    assert counts == [25, 1]
+    # First fit: the 12 photos once (training and evaluation share the array at this small input size) and
+    # the one check against the processor; the second fit decodes only that check image.
+    assert counts == [13, 1]
 
 
 def test_batched_crop_flip_draws_crops_inside_the_image_and_flips():
@@ -177,3 +177,21 @@ def test_audio_clips_are_decoded_once_and_read_back_identical(tmp_path, monkeypa
         for a, b in zip(ds.waveforms, direct.waveforms):
             assert a.dtype == np.float32 and np.array_equal(a, b)
     assert second.fingerprint() == direct.fingerprint()  # the feature cache sees the same clips
+
+
+def test_checking_the_same_files_again_reads_the_verdicts_back(tmp_path, monkeypatch):
+    import transferkit.vision.data as vision_data
+    from transferkit.vision import ImageSet
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    folder = _photos(tmp_path / "photos", n=6)
+    (folder / "dark" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    calls = []
+    real = vision_data.load_image
+    monkeypatch.setattr(vision_data, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    first = ImageSet.from_folder(folder)
+    n_first = len(calls)
+    second = ImageSet.from_folder(folder)
+    assert n_first == 7 and len(calls) == 7  # the second scan decodes nothing
+    assert first.items == second.items and len(second) == 6
+    assert first.skipped["undecodable"] == second.skipped["undecodable"] == 1

@@ -200,8 +200,9 @@ class ImageClassifier(TransferClassifier):
 
         (h, w), mean, std, resample = plain
         cache = DecodeCache(None if decode_cache is True else decode_cache)
+        # Thumbnail-sized inputs (digits at 8 px) keep their size: scaling them up adds nothing to crop from.
         crops = augment.crop_scale != (1.0, 1.0)
-        store = (round(h * TRAIN_STORE_SCALE), round(w * TRAIN_STORE_SCALE)) if crops else (h, w)
+        store = (round(h * TRAIN_STORE_SCALE), round(w * TRAIN_STORE_SCALE)) if crops and min(h, w) >= 64 else (h, w)
 
         def ids(images: ImageSet) -> list[int]:
             return [self.label2id[t] for t in images.targets or []]

@@ -139,16 +139,38 @@ class ImageSet(Sequence):
         return fingerprint(parts, self.targets)
 
     def validate(self) -> ImageSet:
-        """Decode every image once; undecodable ones are dropped, counted and logged by name."""
+        """Decode every image once; undecodable ones are dropped, counted and logged by name.
+
+        For files, the verdicts are remembered under the decode cache's folder (keyed by the files'
+        names, sizes and times): checking the same files again reads them back instead of decoding.
+        """
+        import json
+
         from tqdm.auto import tqdm
 
-        keep_items, keep_targets, bad = [], [], []
-        # Only long scans get a bar: a few hundred files decode in about a second.
-        for i, item in enumerate(tqdm(self.items, desc="checking images", leave=False, disable=len(self.items) < 2000)):
-            try:
-                load_image(item, max_pixels=self.max_pixels)
-            except ImageDecodeError as err:
-                bad.append(str(err))
+        from transferkit.common.decode_cache import default_cache_root
+
+        memo = None
+        if self.items and all(isinstance(x, (str, os.PathLike)) for x in self.items):
+            memo = default_cache_root() / "decoded" / f"checked-{fingerprint(self.fingerprint(), self.max_pixels)}.json"
+        failed: dict[int, str] = {}
+        if memo is not None and memo.exists():
+            failed = {int(k): v for k, v in json.loads(memo.read_text()).items()}
+        else:
+            # Only long scans get a bar: a few hundred files decode in about a second.
+            for i, item in enumerate(tqdm(self.items, desc="checking images", leave=False, disable=len(self.items) < 2000)):
+                try:
+                    load_image(item, max_pixels=self.max_pixels)
+                except ImageDecodeError as err:
+                    failed[i] = str(err)
+            if memo is not None:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(failed))
+                os.replace(tmp, memo)
+        keep_items, keep_targets, bad = [], [], list(failed.values())
+        for i, item in enumerate(self.items):
+            if i in failed:
                 continue
             keep_items.append(item)
             if self.targets:
