@@ -294,8 +294,8 @@ def report_lines(args, threads, load_before, total, results, knn) -> list[str]:
               "The default 0.2 was chosen after looking at these two sets' similarities with seed 0 (ants: copies at "
               "mean-centred cosine 0.79-0.98 of their originals, distinct photos at most 0.67 to their nearest; digits: "
               "copies at 0.999 and above, distinct takes up to 0.979, which a fixed cosine of 0.95 flagged by the "
-              "hundred); it is not an independent test of that setting. The planted problems of this run use the "
-              "seed below.", ""]
+              "hundred); it is not an independent test of that setting. The planted problems of this run come from the "
+              "seed named above.", ""]
     for r in results:
         lines += [f"## {r['name']} ({r['spec']})", "",
                   f"Training {r['train']} items + {r['copies']} copies = {r['noisy']}, {r['flipped']} labels flipped; "
