@@ -35,19 +35,17 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import logging
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audit_report import AuditReport, write_outputs  # noqa: F401  (re-exported: the report of run_audit)
 from .config import check_settings, setting
 
 log = logging.getLogger(__name__)
@@ -354,11 +352,6 @@ def file_flags(split: AuditSplit, name: str) -> list[Flag]:
             for i, (reason, detail, score) in sorted(split.problems.items())]
 
 
-def class_counts(split: AuditSplit, keep: Sequence[int] | None = None) -> dict[str, int]:
-    labels = split.labels if keep is None else [split.labels[i] for i in keep]
-    return dict(sorted(Counter(labels).items()))
-
-
 def run_audit(train: AuditSplit, test: AuditSplit | None = None, config: AuditConfig | None = None, *,
               preview: Callable[[str, int], str] | None = None) -> AuditReport:
     """Every check on ``train`` (and leakage into ``test``); ``preview(split, index)`` renders an item in HTML."""
@@ -386,93 +379,3 @@ def run_audit(train: AuditSplit, test: AuditSplit | None = None, config: AuditCo
     if missing:
         notes.append(f"test labels absent from training: {missing}")
     return AuditReport(flags, train, test, config, backend, seconds, notes, probs, preview)
-
-
-@dataclass
-class AuditReport:
-    """What :func:`run_audit` found; write it out with :meth:`write`, a cleaned manifest with :meth:`write_clean`.
-
-    ``pred_probs`` are the probe's out-of-fold probabilities (rows in ``train.usable`` order, columns
-    the sorted label names), or None when the label check was skipped.
-    """
-
-    flags: list[Flag]
-    train: AuditSplit
-    test: AuditSplit | None
-    config: AuditConfig
-    knn_backend: str
-    seconds: dict[str, float]
-    notes: list[str]
-    pred_probs: np.ndarray | None = field(default=None, repr=False)
-    preview: Callable[[str, int], str] | None = field(default=None, repr=False, compare=False)
-
-    def by_reason(self) -> dict[str, int]:
-        """Number of flags per reason."""
-        return dict(sorted(Counter(f.reason for f in self.flags).items()))
-
-    def flagged(self, *kinds: str, split: str = "train") -> set[int]:
-        """Indices in ``split`` with a flag of any of ``kinds`` (all kinds when none is given)."""
-        return {f.index for f in self.flags if f.split == split and (not kinds or f.kind in kinds)}
-
-    def dropped(self) -> set[int]:
-        """Training indices that :meth:`write_clean` leaves out (flags of the kinds in ``config.drop``)."""
-        return self.flagged(*self.config.drop) if self.config.drop else set()
-
-    def clean_indices(self) -> list[int]:
-        """Training indices that stay, in their original order."""
-        gone = self.dropped()
-        return [i for i in range(len(self.train)) if i not in gone]
-
-    def class_balance(self) -> list[dict]:
-        """Items per label: training, test, and training after cleaning."""
-        train, clean = class_counts(self.train), class_counts(self.train, self.clean_indices())
-        test = class_counts(self.test) if self.test else {}
-        return [{"label": lab, "train": train.get(lab, 0), "test": test.get(lab, 0) if self.test else None,
-                 "train after cleaning": clean.get(lab, 0)} for lab in sorted(set(train) | set(test))]
-
-    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """``audit.md``, ``audit.html`` (each flagged item previewed), ``flagged.csv`` and ``audit-config.json``."""
-        from .audit_report import write_report
-
-        return write_report(self, Path(out_dir))
-
-    def write_clean(self, path: str | os.PathLike) -> Path:
-        """A ``path,label`` CSV of the training items that stay; ``fit`` (and ``ImageSet.from_csv``,
-        ``AudioDataset.from_manifest``) read it. Paths are absolute; the user's files are not touched."""
-        path = Path(path)
-        if not self.train.files:
-            raise ValueError("write_clean needs data read from files (a folder or a manifest); these items are in "
-                             "memory: use report.clean_indices() to select them instead")
-        protected = {Path(s).resolve() for s in self.train.sources}
-        if self.train.origin:
-            protected.add(Path(self.train.origin).resolve())
-        if path.resolve() in protected or path.resolve().is_dir():
-            raise ValueError(f"write_clean would overwrite {path}, which is an input of the audit; "
-                             "pass a new file name, e.g. train.clean.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label"])
-            for i in self.clean_indices():
-                writer.writerow([os.path.abspath(self.train.sources[i]), self.train.labels[i]])
-        os.replace(tmp, path)
-        return path
-
-    def rows(self) -> list[dict]:
-        """The flags as dicts (the columns of ``flagged.csv``), with ``kind`` and ``dropped``."""
-        gone = self.dropped()
-        return [{**asdict(f), "kind": f.kind, "dropped": f.split == "train" and f.index in gone,
-                 "score": None if math.isnan(f.score) else f.score} for f in self.flags]
-
-
-def write_outputs(report: AuditReport, out: str | os.PathLike | None, write_clean: str | os.PathLike | None) -> dict:
-    """What an ``audit`` verb prints: the counts, and the files it wrote (the report folder, a cleaned manifest)."""
-    from .audit_report import summary
-
-    result: dict = summary(report)
-    if out:
-        result["report"] = str(report.write(out)["html"])
-    if write_clean:
-        result["clean_manifest"] = str(report.write_clean(write_clean))
-    return result
