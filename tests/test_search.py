@@ -199,3 +199,26 @@ def test_a_kept_trial_is_in_the_run_folder_with_its_searched_input_size(tmp_path
     assert back.encoder.processor.size == {"height": 32, "width": 32}
     test = _images(10, seed=2)[0]
     assert torch.equal(back.logits(test), clf.logits(test))
+
+
+def test_curve_probe_points_encode_once_and_equal_a_direct_fit(tmp_path):
+    """Probe points train heads on rows of one feature matrix: the encoder runs once over train and once
+    over test for the whole curve, and a point's accuracy equals a plain fit on the same subset."""
+    from transferkit.common.curve import budget_subset, label_curve
+
+    train, test = _images(40, seed=0), _images(20, seed=1)
+    # labels that the features separate only in part: accuracies below 1 make the comparison mean something
+    noisy = (train[0], [lab if i % 5 else ("dark" if lab == "bright" else "bright") for i, lab in enumerate(train[1])])
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="linear_probe")
+    calls = {"rows": 0}
+    body = clf.encoder.module
+    body.register_forward_hook(lambda m, args, out: calls.__setitem__("rows", calls["rows"] + len(out)))
+    points = label_curve(clf, noisy, test, out_dir=tmp_path, budgets=(2, 10), strategies=("linear_probe",),
+                         seeds=(0, 1), reference=False, progress=False, epochs=3, batch_size=8, head_lr=0.05)
+    assert calls["rows"] == 40 + 20  # every training and test image once, for 4 points
+    direct = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="linear_probe")
+    idx = budget_subset(noisy[1], 10, seed=1)
+    direct.fit(([noisy[0][i] for i in idx], [noisy[1][i] for i in idx]), output_dir=str(tmp_path / "direct"), seed=1,
+               epochs=3, batch_size=8, head_lr=0.05, progress=False, plot=False)
+    point = next(p for p in points if p["labels_per_class"] == 10 and p["seed"] == 1)
+    assert point["accuracy"] == direct.evaluate(test)["accuracy"]
