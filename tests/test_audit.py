@@ -248,7 +248,7 @@ def test_core_pairs_conflicts_and_outliers_on_features():
     test = AuditSplit.from_features(["t0", "t1"], ["a", "b"], np.stack([feats[12], rng.normal(0, 1, 16)]),
                                     hashes=["h12", "t1"])
     train = AuditSplit.from_features([f"{i}" for i in range(42)], labels, feats, hashes=hashes)
-    report = run_audit(train, test, AuditConfig(knn="sklearn"))
+    report = run_audit(train, test, AuditConfig(knn="sklearn", neighbours=5))
     found = {(f.index, f.reason) for f in report.flags}
     assert (40, "near_duplicate") in found and (12, "leakage") in found and (41, "outlier") in found
     copy = next(f for f in report.flags if f.reason == "near_duplicate")
@@ -303,3 +303,17 @@ def test_audio_audit_verb_takes_the_clip_checks(planted_clips, tmp_path, capsys)
     printed = json.loads(capsys.readouterr().out)
     assert printed["flags"]["silent"] == 1 and printed["flags"]["clipped"] == 1
     assert printed["dropped_by_write_clean"] == 3  # only the file problems: silent, clipped, corrupt
+
+
+def test_clips_in_memory_are_audited_but_not_written_as_a_manifest():
+    from transferkit.audio.audit import audit
+
+    rng = np.random.default_rng(3)
+    waves = [make_clip("low" if i < 12 else "high", rng) for i in range(24)]
+    labels = ["low"] * 12 + ["high"] * 12
+    waves[5] = np.zeros(8000, np.float32)
+    report = audit((waves, labels), BandPower(), sampling_rate=RATE, progress=False)
+    assert flagged(report) == {("train", "<clip 5>", "silent")}
+    with pytest.raises(ValueError, match="clean_indices"):
+        report.write_clean("clean.csv")
+    assert 5 not in report.clean_indices() and len(report.clean_indices()) == 23
