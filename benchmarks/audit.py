@@ -268,7 +268,7 @@ def picture(result: dict, path: Path, most: int = 12) -> Path:
                  f"({result['flipped']} flipped labels and {result['copies']} copies planted)\n"
                  "red: a problem the benchmark planted; black: a flag on the original data", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=75)
     plt.close(fig)
     return path
 
