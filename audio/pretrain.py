@@ -100,9 +100,9 @@ class _ContrastiveLoss:
         self.last: dict[str, float] = {}
 
     def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        out = _core(model)(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
-                           mask_time_indices=batch["mask_time_indices"],
-                           sampled_negative_indices=batch["sampled_negative_indices"])
+        # Through the wrapper Accelerate returned: under several processes it is what synchronises gradients.
+        out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
+                    mask_time_indices=batch["mask_time_indices"], sampled_negative_indices=batch["sampled_negative_indices"])
         n_masked = batch["mask_time_indices"].sum().clamp(min=1)
         # transformers returns the loss summed over masked frames; per-frame keeps the rate batch-independent.
         self.last = {"contrastive_loss": float(out.contrastive_loss.detach()) / float(n_masked),
@@ -149,6 +149,7 @@ def pretrain(
     from transformers import AutoFeatureExtractor, Wav2Vec2ForPreTraining
 
     from transferkit.common.encoders import quiet_transformers
+    from transferkit.common.trainer import process_state
 
     recipe_fields = set(PretrainConfig.__dataclass_fields__)
     pc = dataclasses.replace(pretrain_config or PretrainConfig(), **{k: options.pop(k) for k in list(options) if k in recipe_fields})
@@ -179,9 +180,12 @@ def pretrain(
                                 "pretrain_config": dataclasses.asdict(pc)})
     result = trainer.fit(train_set, eval_set, collate_fn=collate, lengths=train_set.lengths)
     folder = Path(output_dir) / "encoder"
-    with quiet_transformers():
-        trainer.model.save_pretrained(folder, safe_serialization=True)
-    fe.save_pretrained(folder)
+    procs = process_state()
+    if procs.is_main_process:  # under several processes the main one saves, the others wait for it
+        with quiet_transformers():
+            trainer.model.save_pretrained(folder, safe_serialization=True)
+        fe.save_pretrained(folder)
+    procs.wait_for_everyone()
     log.info("continued pretraining done: %s; encoder saved to %s", loss.last, folder)
     return PretrainResult(str(folder), result, {**loss.last, "gumbel_temperature_steps": anneal.step})
 

@@ -118,6 +118,18 @@ def ctc(out, w2v, batch):
     return asr.model, result["finetune"].history
 
 
+def pretraining(out, w2v, batch):
+    """wav2vec2 pretraining (masking differs per process, so it is compared across processes, not to one)."""
+    from transferkit.audio.pretrain import pretrain
+
+    waves, _ = _waves(8, 0)
+    res = pretrain(waves, str(w2v), output_dir=out, num_negatives=4, mask_time_length=2, lr=1e-3,
+                   **{k: v for k, v in _opts(out, batch).items() if k != "output_dir"})
+    from transformers import Wav2Vec2ForPreTraining
+
+    return Wav2Vec2ForPreTraining.from_pretrained(res.folder), res.result.history
+
+
 def recsys(out, batch):
     from transferkit.common import TrainConfig
     from transferkit.recsys import EmbeddingModel, Interactions
@@ -178,7 +190,7 @@ def main(mode: str, out: Path, vit: Path, w2v: Path) -> None:
 
     from transferkit.audio.ctc import StreamingCTCEval
     from transferkit.common.metrics import ConfusionMatrix
-    from transferkit.common.trainer import process_state
+    from transferkit.common.trainer import Trainer, process_state
 
     runs = out / "runs"
     writes = _audit_writes(runs)
@@ -196,6 +208,16 @@ def main(mode: str, out: Path, vit: Path, w2v: Path) -> None:
         return add(self, refs, hyps)
 
     ConfusionMatrix.update, StreamingCTCEval.add = counting_update, counting_add
+    checksums: dict = {}  # the weights' sum after each epoch's training, before any best-epoch reload
+    train_epoch = Trainer._train_epoch
+
+    def summing_train_epoch(self, model, *args):
+        row = train_epoch(self, model, *args)
+        weights = self.accelerator.unwrap_model(model).parameters()
+        checksums.setdefault(current, []).append(float(sum(p.detach().double().sum() for p in weights)))
+        return row
+
+    Trainer._train_epoch = summing_train_epoch
     report: dict = {"rank": rank, "world": state.num_processes, "seconds": {}}
     weights: dict = {}
     if mode == "resume":  # new processes pick the killed run up
@@ -210,6 +232,7 @@ def main(mode: str, out: Path, vit: Path, w2v: Path) -> None:
                          ("probe", lambda: probe(runs / "probe", vit, 4)),
                          ("audio", lambda: audio(runs / "audio", w2v, 4)),
                          ("ctc", lambda: ctc(runs / "ctc", w2v, 4)),
+                         ("pretraining", lambda: pretraining(runs / "pretraining", w2v, 4)),
                          ("recsys", lambda: recsys(runs / "recsys", 4))]:
         t0 = time.perf_counter()
         model, history, *extra = run()
@@ -217,7 +240,7 @@ def main(mode: str, out: Path, vit: Path, w2v: Path) -> None:
         weights |= {f"{current}/{k}": v for k, v in _state(model).items()}
         report[current] = {"history": history, "encoder_calls": extra[0] if extra else None}
 
-    report["eval_counts"], report["writes"] = counts, sorted(set(writes))
+    report["eval_counts"], report["writes"], report["checksums"] = counts, sorted(set(writes)), checksums
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if state.is_main_process:
         save_file(weights, str(out / "weights.safetensors"))
@@ -295,6 +318,14 @@ def test_two_processes_train_as_one_with_the_same_global_batch(launched, tmp_pat
     assert [h["wer"] for h in r0["ctc"]["history"]] == [h["wer"] for h in history]
     model, _ = recsys(tmp_path / "recsys", 8)
     _close(two, "recsys", model)
+
+
+def test_processes_keep_identical_replicas(launched):
+    """Regression: pretraining called the model inside Accelerate's wrapper, so the processes' gradients
+    were never averaged and each process drifted on its own data."""
+    r0, r1 = launched["reports"]
+    for name in ("image", "probe", "audio", "ctc", "pretraining", "recsys"):
+        assert len(r0["checksums"][name]) == 2 and r0["checksums"][name] == r1["checksums"][name], name
 
 
 def test_evaluation_scores_every_example_once_on_every_process(launched):
