@@ -422,6 +422,7 @@ class Trainer:
             acc.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))},
                     step=state["global_step"])
             log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        acc.wait_for_everyone()  # the main process may still be writing the best weights the others read
         if evaluates and state["best_epoch"] is not None:
             self._load_best()
         acc.wait_for_everyone()
