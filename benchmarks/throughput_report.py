@@ -282,17 +282,14 @@ def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, 
     if lp_speedup < 10:
         fixed = tk_cold["seconds"] - tk_warm["seconds"]
         notes.append(
-            f"- Linear probe below 10x with a cold cache: Trainer spent {hf_p['seconds']:.1f} s, most of it running the "
-            f"backbone {args.probe_epochs} times over the training set. transferkit runs the backbone once, but its first "
-            f"run in a fresh process took {fixed:.1f} s longer than a warm re-run (importing transformers, Accelerate and "
-            f"matplotlib, and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
-            f"Accelerate setup, {args.probe_epochs} head epochs over batches of cached vectors, config/metrics files "
-            "and the learning-curve plot: importing matplotlib and drawing). With a "
-            "backbone this small those fixed seconds are as large as the backbone passes saved; the saving grows with "
-            "the backbone's cost and the number of epochs (warm, the ratio is already "
-            f"{lp_speedup_warm:.1f}x). What would close it on small backbones: `TrainConfig(plot=False)` (the default "
-            "draws the curve, which this benchmark keeps), and a head-only loop that skips Accelerate's setup when the "
-            "encoder is frozen and the features are cached.")
+            f"- Linear probe below 10x with a cold cache in a fresh process: Trainer spent {hf_p['seconds']:.1f} s, most of "
+            f"it running the backbone {args.probe_epochs} times over the training set. transferkit runs the backbone once, "
+            f"but its first run in a fresh process took {fixed:.1f} s longer than a warm re-run (importing transformers "
+            f"and matplotlib, and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
+            f"{args.probe_epochs} epochs of the head-only loop on cached vectors, config/metrics/weights files, the "
+            "learning-curve plot and the validation pass). With a backbone this small, importing transformers and "
+            "loading the model weigh as much as the backbone passes saved; the saving grows with the backbone's cost "
+            f"and the number of epochs (warm, the ratio is {lp_speedup_warm:.1f}x).")
     if ft_ratio < 0.97:
         notes.append(
             f"- Fine-tuning slower than Trainer ({ft_ratio:.2f}x steady): both drive the same model through Accelerate's "
@@ -305,7 +302,7 @@ def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, 
             f"- Fine-tuning {ft_ratio:.2f}x (steady): no slower than Trainer, short of the 1.3x aim. Both sides run "
             "the same model code under the same autocast, and a profile of one transferkit epoch puts nearly all of it "
             "in forward and backward, so a leaner loop cannot buy 30%. The step itself runs at "
-            f"{frac:.0%} of the {precision} matmul ceiling because this ViT's matmuls are small (128 wide, 65 tokens) "
+            f"{frac:.0%} of the {'fp32' if precision == 'no' else precision} matmul ceiling because this ViT's matmuls are small (128 wide, 65 tokens) "
             "and much of its time goes to operations the FLOP counter does not count (layer norm, GELU, softmax, "
             "autocast casts). 1.3x would need less work per sample than Trainer does: torch.compile fusing those "
             "element-wise operations, or fused attention/QKV projections.")

@@ -84,8 +84,8 @@ class TrainConfig:
     group_by_length: bool = setting(False, "Batch examples of similar length together.")
     progress: bool = setting(True, "Show tqdm progress bars.")
     plot: bool = setting(True, "Write learning_curve.png beside metrics.jsonl.")
-    compile: bool = setting(False, "torch.compile the training step's forward (its first steps pay the compilation; "
-                            "see benchmarks/results/throughput.md for what it gained on CPU).")
+    compile: bool = setting(False, "torch.compile the training step's loss (forward, hence backward); the first "
+                            "step pays the compilation (minutes on a CPU; see benchmarks/compile_check.py).")
 
     def __post_init__(self) -> None:
         check_settings(self)
