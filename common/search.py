@@ -16,6 +16,7 @@ import copy
 import csv
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,8 +77,8 @@ def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tupl
 class _Report(Callback):
     """Reports the final stage's per-epoch dev score to Optuna and prunes hopeless trials."""
 
-    def __init__(self, trial: Any, stage: str, metric: str, prune: bool = True) -> None:
-        self.trial, self.stage, self.metric, self.prune, self.step = trial, stage, metric, prune, 0
+    def __init__(self, trial: Any, stage: str, metric: str, prune: bool = True, deadline: float = math.inf) -> None:
+        self.trial, self.stage, self.metric, self.prune, self.deadline, self.step = trial, stage, metric, prune, deadline, 0
 
     def on_epoch_end(self, trainer, row) -> None:
         import optuna
@@ -88,6 +89,8 @@ class _Report(Callback):
         self.trial.report(row[self.metric], self.step)
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned()
+        if time.perf_counter() > self.deadline and _done(self.trial.study):
+            raise optuna.TrialPruned("the search's time budget ran out")  # a trial never runs past the budget
 
 
 def suggest(trial: Any, strategies: Sequence[str], config: TrainConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -160,7 +163,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
         try:
             results = trial_task.fit(fit_part, dev_part, config=cfg,
                                      callbacks=[_Report(trial, trial_task.strategy.stages()[-1].name, config.metric_for_best,
-                                                        prune=trial.number not in queued)],
+                                                        prune=trial.number not in queued, deadline=deadline)],
                                      **{**domain, **options})
         finally:  # pruned and failed trials spent the budget too
             trial.set_user_attr("seconds", time.perf_counter() - t0)
@@ -175,6 +178,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
 
     spent = sum(t.user_attrs.get("seconds", 0.0) for t in study.trials)
     budget_left = max(0.0, search.time_budget - spent)
+    deadline = time.perf_counter() + budget_left  # trials past it end at their next epoch (once one trial completed)
     # Failed trials (an error, or an interrupt Optuna saw) do not count: the budget is in trials that ran.
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     trials_left = None if search.n_trials is None else max(0, search.n_trials - len(finished))

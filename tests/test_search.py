@@ -222,3 +222,29 @@ def test_curve_probe_points_encode_once_and_equal_a_direct_fit(tmp_path):
                epochs=3, batch_size=8, head_lr=0.05, progress=False, plot=False)
     point = next(p for p in points if p["labels_per_class"] == 10 and p["seed"] == 1)
     assert point["accuracy"] == direct.evaluate(test)["accuracy"]
+
+
+def test_a_trial_running_when_the_budget_ends_is_cut_at_its_next_epoch(tmp_path, monkeypatch):
+    """The search's clock reads one second later at every look: a 30-second budget ends inside the second
+    trial, which stops at its next epoch (pruned) instead of running its 100 epochs."""
+    import optuna
+
+    from transferkit.common import search
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(search, "time", Clock())
+    clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
+    clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["linear_probe", "finetune"],
+            time_budget=30.0, trial_patience=1000, **{**FAST, "epochs": 100})
+    study = optuna.load_study(study_name="recipe", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    probe, finetune = sorted(study.trials, key=lambda t: t.number)
+    # the first trial runs to its end whatever the clock says: a search always has a completed trial
+    assert probe.state == optuna.trial.TrialState.COMPLETE and probe.params["strategy"] == "linear_probe"
+    assert finetune.state == optuna.trial.TrialState.PRUNED and finetune.params["strategy"] == "finetune"
+    assert 0 < max(finetune.intermediate_values) < 100
