@@ -276,12 +276,14 @@ def _is_best(study: Any, key: tuple) -> bool:
 
 
 def _write_trials(study: Any, run_dir: Path) -> None:
-    """``trials.csv`` (one row per trial) and ``search.png`` (dev score per trial, by strategy)."""
+    """``trials.csv`` (one row per trial that ran) and ``search.png`` (dev score per trial, by strategy)."""
+    import optuna
     params = sorted({k for t in study.trials for k in t.params})
     rows = [{"trial": t.number, "state": t.state.name.lower(), "dev_score": t.value,
              "seconds": round(t.user_attrs.get("seconds", 0.0), 2), "best_epoch": t.user_attrs.get("best_epoch"),
              "trainable": t.user_attrs.get("trainable"),
-             **{k: t.params.get(k) for k in params}} for t in study.trials]
+             **{k: t.params.get(k) for k in params}}
+            for t in study.trials if t.state != optuna.trial.TrialState.WAITING]  # queued, never started
     with open(run_dir / "trials.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["trial", "state", "dev_score", "seconds", "best_epoch", "trainable", *params])
         writer.writeheader()

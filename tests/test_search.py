@@ -248,3 +248,18 @@ def test_a_trial_running_when_the_budget_ends_is_cut_at_its_next_epoch(tmp_path,
     assert probe.state == optuna.trial.TrialState.COMPLETE and probe.params["strategy"] == "linear_probe"
     assert finetune.state == optuna.trial.TrialState.PRUNED and finetune.params["strategy"] == "finetune"
     assert 0 < max(finetune.intermediate_values) < 100
+
+
+def test_trials_csv_lists_only_trials_that_ran(tmp_path):
+    import optuna
+
+    from transferkit.common.search import _write_trials
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"strategy": "linear_probe", "head_lr": 0.01})
+    study.enqueue_trial({"strategy": "finetune", "head_lr": 0.001})  # still queued when the budget ended
+    study.optimize(lambda t: t.suggest_float("head_lr", 1e-4, 1e-1) + 0 * len(t.suggest_categorical(
+        "strategy", ["linear_probe", "finetune"])), n_trials=1)
+    _write_trials(study, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert [(r["trial"], r["state"], r["strategy"]) for r in rows] == [("0", "complete", "linear_probe")]
