@@ -151,7 +151,7 @@ class ImageClassifier(TransferClassifier):
         return data.items, data.targets or []
 
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: AugmentConfig | None = None, decode_cache: bool | str | os.PathLike = True, **options: Any) -> dict:
+            augment: AugmentConfig | None = None, decode_cache: bool | str | os.PathLike = False, **options: Any) -> dict:
         """Train on ``train`` (folder, CSV, datasets.Dataset, ImageSet, or (images, labels)), keeping the best epoch on ``eval``.
 
         ``options`` set :class:`TrainConfig` fields (``epochs=5, lr=1e-4``) and the strategy's
@@ -160,13 +160,16 @@ class ImageClassifier(TransferClassifier):
 
         ``decode_cache``: each image is decoded and resized once, into uint8 arrays kept (for image
         files) under the decode cache's folder (``True``: ``$TRANSFERKIT_CACHE/decoded``; or a
-        folder), and augmented batch by batch; ``False`` decodes and augments every image every
-        epoch. The cache applies where the processor only resizes and normalises, without RandAugment.
+        folder), and augmented batch by batch; ``False`` (the default) decodes and augments every image
+        every epoch. The cache applies where the processor only resizes and normalises, without
+        RandAugment. It is opt-in: its random crops come from images stored at 8/7 of the input size,
+        not from the full-resolution photo, and on ants vs bees (ResNet-20 fine-tuned at 32 px, two
+        seeds) that cost 0.05-0.07 accuracy against the per-image path.
         """
         return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
 
     def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None,
-                      decode_cache: bool | str | os.PathLike = True) -> TrainingData:
+                      decode_cache: bool | str | os.PathLike = False) -> TrainingData:
         augment = augment or AugmentConfig()
         train_set, eval_set = as_image_set(train), as_image_set(eval) if eval is not None else None
         self.check_labels(train_set.targets or [], "the training data")
