@@ -116,7 +116,8 @@ def user_tk(kind: str, prep: dict, work: Path, precision: str) -> dict:
         from transferkit.vision import AugmentConfig, ImageClassifier
 
         clf = ImageClassifier.from_pretrained(s["spec"], labels=labels, strategy="finetune")
-        extra = {"augment": AugmentConfig(crop_scale=s["scale"], hflip=True)}
+        # the decode cache is opt-in (its crops come from images stored at 8/7 of the input size); this row measures it
+        extra = {"augment": AugmentConfig(crop_scale=s["scale"], hflip=True), "decode_cache": True}
         source = prep["image_folder"]
     else:
         from transferkit.audio import AudioClassifier
