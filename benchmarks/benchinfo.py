@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +112,20 @@ def recipe_text(recipe: dict) -> str:
     shown = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items()
                       if k not in ("dev_examples", "dev_score", "trials", "search_seconds"))
     return f"{shown}; dev {recipe['dev_score']:.3f} after {recipe['trials']} trials ({recipe['search_seconds']:.0f} s of search)"
+
+
+def epoch_clock():
+    """A ``transformers.TrainerCallback`` that records each epoch's wall seconds in ``.seconds``."""
+    from transformers import TrainerCallback
+
+    class EpochClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, *a, **k):
+            self.seconds.append(time.perf_counter() - self.t0)
+
+    return EpochClock()

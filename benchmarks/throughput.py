@@ -188,20 +188,10 @@ def worker_hf(work: Path, strategy: str, args) -> dict:
     t0 = time.perf_counter()
     import math
 
-    from transformers import AutoModelForImageClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "newly initialized classifier": expected, the head is new
-
-    class EpochClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, *a, **k):
-            self.seconds.append(time.perf_counter() - self.t0)
 
     train, val = Rows(work, "train"), Rows(work, "val")
     model = AutoModelForImageClassification.from_pretrained(work / "vit", num_labels=len(LABELS))
@@ -216,7 +206,7 @@ def worker_hf(work: Path, strategy: str, args) -> dict:
         bf16=result_precision(args) == "bf16", use_cpu=DEVICE == "cpu", seed=0, dataloader_num_workers=0,
         save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
         remove_unused_columns=False)
-    clock = EpochClock()
+    clock = benchinfo.epoch_clock()
     trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=collate, callbacks=[clock])
     trainer.train()
     pred = trainer.predict(val)

@@ -134,8 +134,9 @@ def user_tk(kind: str, prep: dict, work: Path, precision: str) -> dict:
 
 
 def user_hf(kind: str, prep: dict, work: Path, precision: str) -> dict:
+    import benchinfo
     from datasets import Dataset
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -143,16 +144,6 @@ def user_hf(kind: str, prep: dict, work: Path, precision: str) -> dict:
     paths, ids, labels = _files(prep, kind)
     model = _WithLoss(_model(kind, labels))
     torch.manual_seed(0)
-
-    class EpochClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, *a, **k):
-            self.seconds.append(time.perf_counter() - self.t0)
 
     t0 = time.perf_counter()
     if kind == "image":
@@ -198,7 +189,7 @@ def user_hf(kind: str, prep: dict, work: Path, precision: str) -> dict:
         warmup_steps=int(0.1 * steps), max_grad_norm=1.0, bf16=precision == "bf16", use_cpu=True, seed=0,
         dataloader_num_workers=0, save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none",
         disable_tqdm=True, remove_unused_columns=False)
-    clock = EpochClock()
+    clock = benchinfo.epoch_clock()
     trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=collate, callbacks=[clock])
     out = trainer.train()
     return {"seconds": time.perf_counter() - t0, "n": len(paths), "epochs": s["epochs"], "epoch_seconds": clock.seconds,
