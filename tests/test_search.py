@@ -54,7 +54,7 @@ def test_auto_picks_the_probe_when_the_frozen_features_already_separate(tmp_path
     best = max(float(r["dev_score"]) for r in rows if r["dev_score"])
     recipe = clf.train_info["recipe"]
     assert recipe["strategy"] == "linear_probe" and recipe["dev_score"] == best
-    assert clf.strategy.name == "linear_probe"  # then trained on all the training data
+    assert clf.strategy.name == "linear_probe"  # the kept trial's model
     assert (tmp_path / "search.png").exists()
     assert json.loads((tmp_path / "transferkit-run.json").read_text())["recipe"]["strategy"] == "linear_probe"
     assert "linear_probe" in (clf.save(tmp_path / "model") / "README.md").read_text()
@@ -63,7 +63,8 @@ def test_auto_picks_the_probe_when_the_frozen_features_already_separate(tmp_path
 def test_trials_never_see_the_eval_data(tmp_path):
     train, held_out = _images(40, seed=0), _images(20, seed=1)
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
-    clf.fit(train, held_out, output_dir=str(tmp_path), n_trials=2, search_strategies=["linear_probe", "finetune"], **FAST)
+    clf.fit(train, held_out, output_dir=str(tmp_path), n_trials=2, search_strategies=["linear_probe", "finetune"],
+            retrain=True, **FAST)
     for trial in sorted((tmp_path / "trials").iterdir()):
         run = json.loads((trial / "transferkit-run.json").read_text())
         assert (run["train_examples"], run["eval_examples"]) == (32, 8)  # the dev split of train, not held_out
@@ -102,7 +103,8 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path, mon
 
     monkeypatch.setattr(search, "suggest", counting)
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
-    clf.fit(train, output_dir=str(tmp_path), n_trials=4, search_strategies=["linear_probe", "finetune"], **FAST)
+    clf.fit(train, output_dir=str(tmp_path), n_trials=4, search_strategies=["linear_probe", "finetune"], retrain=True,
+            **FAST)
     study = optuna.load_study(study_name="recipe", storage=f"sqlite:///{tmp_path / 'search.db'}")
     ran_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = {t.number: t.params for t in study.trials if t.state in ran_states}
@@ -137,7 +139,7 @@ def test_without_retraining_the_best_trial_is_kept(tmp_path):
 def test_retraining_without_eval_runs_for_the_best_trials_epochs(tmp_path):
     """No eval data to pick an epoch on: the retrain stops where the chosen trial peaked on dev."""
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
-    results = clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["finetune"],
+    results = clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, search_strategies=["finetune"], retrain=True,
                       **{**FAST, "epochs": 4})
     recipe = clf.train_info["recipe"]
     best = next(r for r in csv.DictReader(open(tmp_path / "trials.csv")) if float(r["lr"]) == recipe["lr"])
