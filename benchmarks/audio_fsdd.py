@@ -374,10 +374,8 @@ def reading(mean: dict, budgets: tuple[str, str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(benchinfo.DEFAULT_DATA), help="folder that holds fsdd/ (../shared/data)")
-    p.add_argument("--smoke", action="store_true", help="tiny subset and 1 epoch everywhere: checks the script runs")
-    p.add_argument("--results-dir", help="where the results file goes (default benchmarks/results)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when the machine is idle, 1 when shared)")
+    benchinfo.add_common_arguments(p, data="folder that holds fsdd/ (../shared/data)",
+                                   smoke="tiny subset and 1 epoch everywhere: checks the script runs")
     p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1: label draws, head initialisation, data order")
     p.add_argument("--only", default=",".join(GROUPS),
                    help=f"comma-separated encoder groups to run, of {', '.join(GROUPS)} (MFCC always runs); the "

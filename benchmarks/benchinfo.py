@@ -82,6 +82,14 @@ def _shared_note(before: str, after: str) -> str:
     return "The machine was otherwise idle when it started (the load after includes this run's own)."
 
 
+def add_common_arguments(parser, *, data: str, smoke: str) -> None:
+    """The options every benchmark takes: --data (``data`` says what it must hold), --smoke, --results-dir, --threads."""
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help=data)
+    parser.add_argument("--smoke", action="store_true", help=smoke)
+    parser.add_argument("--results-dir", help="where the results go (default benchmarks/results)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when idle, 1 when shared)")
+
+
 def results_path(results_dir: str | None, name: str, smoke: bool) -> Path:
     folder = Path(results_dir) if results_dir else ROOT / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
