@@ -25,7 +25,8 @@ set. Last, the nearest-neighbour search the audit uses, timed with faiss and wit
                                [--html DIR] [--knn-queries N]
 
 Writes ``benchmarks/results/audit.md`` and ``audit_ants.png`` (the flagged photos of the ants-vs-bees
-audit), ``_smoke`` variants with --smoke, and ends with one ``RESULT audit`` line.
+audit; ignored by git: the photos, read from ../shared/data, carry no licence), ``_smoke`` variants with
+--smoke, and ends with one ``RESULT audit`` line.
 """
 
 from __future__ import annotations
@@ -327,10 +328,8 @@ def report_lines(args, threads, load_before, total, results, knn) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(benchinfo.DEFAULT_DATA), help="folder that holds hymenoptera/ and fsdd/")
-    p.add_argument("--smoke", action="store_true", help="a subset of each set and 5,000 items for the search timing")
-    p.add_argument("--results-dir", help="where the results go (default benchmarks/results)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when idle, 1 when shared)")
+    benchinfo.add_common_arguments(p, data="folder that holds hymenoptera/ and fsdd/",
+                                   smoke="a subset of each set and 5,000 items for the search timing")
     p.add_argument("--seed", type=int, default=0, help="seed of the flips and copies")
     p.add_argument("--html", help="also write the ants-vs-bees audit folder (audit.html ...) here")
     p.add_argument("--knn-queries", type=int, default=20_000,

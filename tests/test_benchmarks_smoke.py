@@ -57,3 +57,12 @@ def test_throughput_smoke(tmp_path):
     float(values["als_overhead_pct"])
     report = (results / "throughput_smoke.md").read_text()
     assert "## Targets" in report and "Same factors as the direct call (same seed): True" in report
+
+
+def test_label_curve_smoke(tmp_path):
+    line, results = run_smoke("label_curve.py", tmp_path, ("hymenoptera",))
+    values = result_values(line, "label_curve")
+    assert 0.0 <= float(values["probe_2"]) <= 1.0 and 0.0 <= float(values["reference_2"]) <= 1.0
+    report = (results / "label_curve_smoke.md").read_text()
+    assert "SMOKE RUN" in report and "| labels_per_class | linear_probe | reference |" in report
+    assert (results / "label_curve_smoke.png").stat().st_size > 5_000
