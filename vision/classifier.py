@@ -164,7 +164,7 @@ class ImageClassifier(TransferClassifier):
         every epoch. The cache applies where the processor only resizes and normalises, without
         RandAugment. It is opt-in: its random crops come from images stored at 8/7 of the input size,
         not from the full-resolution photo, and on ants vs bees (ResNet-20 fine-tuned at 32 px, two
-        seeds) that cost 0.05-0.07 accuracy against the per-image path.
+        seeds) that cost 0.05-0.07 accuracy against the per-image path (``benchmarks/decode_cache_check.py``).
         """
         return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
 
