@@ -200,7 +200,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     best = _best_trial(study, direction)
     _write_trials(study, run_dir)
     recipe = {"strategy": best.params["strategy"], **{k: v for k, v in best.params.items() if k != "strategy"},
-              "dev_score": best.value, "dev_examples": len(dev), "trials": len(study.trials),
+              "dev_score": best.value, "dev_examples": len(dev), "trials": len(_ran(study)),
               "search_seconds": round(sum(t.user_attrs.get("seconds", 0.0) for t in study.trials), 1)}
     log.info("recipe search chose %s", recipe)
     task.auto = False
@@ -266,6 +266,13 @@ def _done(study: Any) -> list:
     return [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None]
 
 
+def _ran(study: Any) -> list:
+    """Trials that started (queued trials the budget never reached are left out)."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.trials if t.state != TrialState.WAITING]
+
+
 def _best_trial(study: Any, direction: str) -> Any:
     """The best completed trial by :func:`_key`."""
     done = _done(study)
@@ -281,13 +288,11 @@ def _is_best(study: Any, key: tuple) -> bool:
 
 def _write_trials(study: Any, run_dir: Path) -> None:
     """``trials.csv`` (one row per trial that ran) and ``search.png`` (dev score per trial, by strategy)."""
-    import optuna
     params = sorted({k for t in study.trials for k in t.params})
     rows = [{"trial": t.number, "state": t.state.name.lower(), "dev_score": t.value,
              "seconds": round(t.user_attrs.get("seconds", 0.0), 2), "best_epoch": t.user_attrs.get("best_epoch"),
              "trainable": t.user_attrs.get("trainable"),
-             **{k: t.params.get(k) for k in params}}
-            for t in study.trials if t.state != optuna.trial.TrialState.WAITING]  # queued, never started
+             **{k: t.params.get(k) for k in params}} for t in _ran(study)]
     with open(run_dir / "trials.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["trial", "state", "dev_score", "seconds", "best_epoch", "trainable", *params])
         writer.writeheader()
