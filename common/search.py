@@ -55,6 +55,7 @@ SEARCH_FIELDS = frozenset(SearchConfig.__dataclass_fields__)
 # The first trials try each strategy once, cheapest and most often best with few labels first (a probe on
 # cached features costs seconds; LP-FT reuses its cache): a tight budget still sees them.
 STARTUP_ORDER = {"linear_probe": 0, "lp_ft": 1, "finetune": 2}
+PROBE_EPOCHS = (10, 30)  # epochs a probe stage on cached features may take; its first trial takes the longer
 
 
 def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +111,11 @@ def suggest(trial: Any, strategies: Sequence[str], config: TrainConfig) -> tuple
         settings["decay"] = trial.suggest_float("decay", 0.5, 0.95)
     if name == "lora":
         settings["r"] = trial.suggest_categorical("r", [4, 8, 16])
-    if name == "lp_ft":
-        settings["probe_epochs"] = trial.suggest_categorical("probe_epochs", [10, 30])
+    if name in ("lp_ft", "linear_probe"):
+        # A probe stage trains on cached features: its epochs cost next to nothing, so it takes its own
+        # count (the run's ``epochs`` are sized for training the body).
+        epochs = trial.suggest_categorical("probe_epochs", list(PROBE_EPOCHS))
+        settings["probe_epochs" if name == "lp_ft" else "epochs"] = epochs
     return name, settings, loop
 
 
@@ -146,7 +150,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     if not study.trials:  # start with each strategy once at the configured rates, so every one is tried
         usual = {"lr": min(max(config.lr, 1e-5), 3e-3), "head_lr": min(max(config.head_lr, 1e-4), 1e-1)}
         for s in sorted(strategies, key=lambda s: (STARTUP_ORDER.get(s, len(STARTUP_ORDER)), s)):
-            study.enqueue_trial({"strategy": s, **usual, **startup_rates(s, config), **task.search_defaults(s, config)},
+            study.enqueue_trial({"strategy": s, **usual, **startup_settings(s, config), **task.search_defaults(s, config)},
                                 skip_if_exists=True)
     # Queued trials (each strategy's first, and trials a killed search left unfinished) run to the end: pruned
     # against each other after an epoch or two, a fine-tune loses to a probe that has not learnt more.
@@ -212,22 +216,25 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     # Train the chosen recipe on all the training data, the way a fixed strategy would train.
     trial = optuna.trial.FixedTrial(best.params)
     name, settings, loop = suggest(trial, strategies, config)
-    task.strategy = get_strategy(name, **settings)
-    domain = task.search_space(trial, task)
-    task.recipe_info = {"recipe": recipe}
     if eval is None and best.user_attrs.get("best_epoch"):
         # Nothing to pick the epoch on: train as long as the best trial took to peak on dev.
         loop["epochs"] = int(best.user_attrs["best_epoch"])
         recipe["epochs"] = loop["epochs"]
+        if name == "linear_probe":  # the probe's own epoch count is the final stage's
+            settings["epochs"] = loop["epochs"]
+    task.strategy = get_strategy(name, **settings)
+    domain = task.search_space(trial, task)
+    task.recipe_info = {"recipe": recipe}
     return task.fit(train, eval, config=config.replace(**loop), **{**domain, **options})
 
 
-def startup_rates(strategy: str, config: TrainConfig) -> dict[str, float]:
-    """Rates of a strategy's first trial where the configured ones are the loop's defaults: a probe on
-    frozen features takes a head rate ten times the fine-tuning head's."""
+def startup_settings(strategy: str, config: TrainConfig) -> dict[str, Any]:
+    """Settings of a strategy's first trial: a probe stage runs its longer epoch count; where the configured
+    rates are the loop's defaults, a probe on frozen features takes a head rate ten times the fine-tuning head's."""
+    out: dict[str, Any] = {"probe_epochs": max(PROBE_EPOCHS)} if strategy in ("lp_ft", "linear_probe") else {}
     if strategy == "linear_probe" and config.head_lr == TrainConfig.head_lr:
-        return {"head_lr": 10 * config.head_lr}
-    return {}
+        out["head_lr"] = 10 * config.head_lr
+    return out
 
 
 def _keep_in_run_folder(task: Any, config: TrainConfig) -> None:
