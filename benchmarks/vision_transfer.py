@@ -335,8 +335,8 @@ def auto_reading(acc: dict, budgets: dict, recipes: dict, encoders: list[str], a
              "Per encoder and seed, `fit(strategy=\"auto\", time_budget=B)` on all the training photos, where B is the "
              "seconds this seed's fixed rows took together (every row of the table above for that encoder). The search "
              "carves its own stratified dev split (20%) out of the training photos and never sees val; its trials train "
-             f"at most {args.epochs} epochs (ResNet-20, ViT) or {args.cnn_auto_epochs} (ImageNet CNNs), with early "
-             "stopping (patience 3) and successive-halving pruning. 'best trial' keeps the best trial's model (trained on "
+             f"at most {args.epochs} epochs (ResNet-20, ViT) or {args.cnn_auto_epochs} (ImageNet CNNs), a probe stage on cached "
+             "features 10 or 30 (the search's choice), with early stopping (patience 3) and successive-halving pruning. 'best trial' keeps the best trial's model (trained on "
              "80%); 'retrained' trains that recipe on all the training photos for the epochs at which the trial peaked "
              "(the same study resumed, so no new trial). The seconds column of the auto rows is the search alone for "
              "'best trial' and the retrain alone for 'retrained'.", ""]
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-epochs", type=int, default=30, help="epochs of the ViT's digits 0-4 source task (as the demo)")
     p.add_argument("--auto", action="store_true",
                    help="add strategy=\"auto\" rows: per encoder and seed, a search budget equal to the seconds of that "
-                        "seed's fixed rows together (writes vision_transfer_auto.md)")
+                        "seed's fixed rows together (writes vision_transfer_auto_<encoders>.md)")
     p.add_argument("--cnn-auto-epochs", type=int, default=3,
                    help="epochs each auto trial may train an ImageNet CNN (early stopping and pruning cut it short)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when the machine is idle, 1 when shared)")
@@ -564,10 +564,14 @@ def main(argv: list[str] | None = None) -> int:
               "- Reported ImageNet-1k top-1 of the encoders: MobileNetV2 71.9% (torchvision's weights), "
               "EfficientNet-Lite0 75.1% (TF release); ResNet-20 CIFAR-10 91.8% (as DESIGN.md records for the shared checkpoint).",
               "- Kumar et al. 2022 (LP-FT), Wortsman et al. 2022 (WiSE-FT, model soups), Hu et al. 2021 (LoRA)."]
-    path = benchinfo.results_path(args.results_dir, "vision_transfer_auto" if args.auto else "vision_transfer", args.smoke)
+    # auto runs are long: one results file per encoder set (vision_transfer_auto_resnet20.md)
+    name = "vision_transfer_auto_" + "_".join(args.encoders.split(",")) if args.auto else "vision_transfer"
+    path = benchinfo.results_path(args.results_dir, name, args.smoke)
     path.write_text("\n".join(lines) + "\n")
-    key = lambda m: ({"auto (best trial, 80% of train)": "auto_best_trial", "auto (retrained on all train)": "auto_retrained"}
-                     .get(m) or m.split(" (")[0].lower().replace(" ", "_").replace("-", ""))  # noqa: E731
+    def key(m: str) -> str:
+        return ({"auto (best trial, 80% of train)": "auto_best_trial", "auto (retrained on all train)": "auto_retrained"}
+                .get(m) or m.split(" (")[0].lower().replace(" ", "_").replace("-", ""))
+
     keys = " ".join(f"{SHORT[e]}_{key(m)}={statistics.mean(v):.3f}" for (e, m), v in acc.items())
     print(f"wrote {path}")
     print(f"RESULT vision_transfer {keys} seeds={args.seeds} seconds={total:.0f}")

@@ -166,7 +166,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
         domain = task.search_space(trial, trial_task)
         cfg = config.replace(output_dir=str(run_dir / "trials" / f"{trial.number:03d}"), save_checkpoints=False,
                              plot=False, progress=False, resume=False,
-                             early_stopping_patience=config.early_stopping_patience or search.trial_patience, **loop)
+                             early_stopping_patience=_patience(name, config, search), **loop)
         t0 = time.perf_counter()
         try:
             results = trial_task.fit(fit_part, dev_part, config=cfg,
@@ -235,6 +235,15 @@ def startup_settings(strategy: str, config: TrainConfig) -> dict[str, Any]:
     if strategy == "linear_probe" and config.head_lr == TrainConfig.head_lr:
         out["head_lr"] = 10 * config.head_lr
     return out
+
+
+def _patience(strategy: str, config: TrainConfig, search: SearchConfig) -> int | None:
+    """Early stopping of a trial: the user's, else the search's, except that a linear probe trial runs
+    every epoch: on cached features they cost next to nothing, and on a small dev split a probe's score
+    often stays flat for a few epochs before it rises (stopped after 3, it kept its first epoch)."""
+    if config.early_stopping_patience:
+        return config.early_stopping_patience
+    return None if strategy == "linear_probe" else search.trial_patience
 
 
 def _keep_in_run_folder(task: Any, config: TrainConfig) -> None:

@@ -127,24 +127,48 @@ def test_second_fit_reads_the_decoded_images_back(tmp_path, vit_dir, monkeypatch
         clf.fit(folder, eval=folder, epochs=1, batch_size=4, progress=False, plot=False, save_checkpoints=False,
                 output_dir=str(tmp_path / f"run{run}"), decode_cache=str(tmp_path / "cache"))
         counts.append(len(calls))
-    # First fit: the 12 photos once (training and evaluation share the array at this small input size) and
-    # the one check against the processor; the second fit decodes only that check image.
-    assert counts == [13, 1]
+    # First fit: the 12 photos at twice the input for training crops, once more at the input for evaluation
+    # (and the probe), and the one check against the processor; the second fit decodes only that check image.
+    assert counts == [25, 1]
 
 
-def test_batched_crop_flip_draws_crops_inside_the_image_and_flips():
-    from transferkit.vision.transforms import random_resized_crop_flip
+def test_crops_from_stored_images_are_torchvisions_crops_of_the_image():
+    from torchvision.transforms import v2
 
-    torch.manual_seed(0)
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
-    # The whole image (scale 1, its own ratio) at its own size: each output is the image or its mirror.
-    out = random_resized_crop_flip(x.repeat(8, 1, 1, 1), (8, 8), scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    same = [(o == i).all().item() for o, i in zip(out, x.repeat(8, 1, 1, 1))]
-    mirrored = [(o == i.flip(-1)).all().item() for o, i in zip(out, x.repeat(8, 1, 1, 1))]
-    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
-    # Any crop only samples inside the image: every value stays within the input's range.
-    small = random_resized_crop_flip(x, (5, 5), scale=(0.1, 0.3))
-    assert small.shape == (2, 3, 5, 5) and small.min() >= x.min() and small.max() <= x.max()
+    from transferkit.vision.transforms import resized_crops
+
+    img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    per_image = v2.Compose([v2.RandomResizedCrop((16, 16), scale=(0.25, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+    torch.manual_seed(3)
+    want = torch.stack([per_image(img) for _ in range(6)]).float()
+    torch.manual_seed(3)
+    got = resized_crops(img.repeat(6, 1, 1, 1), (16, 16), scale=(0.25, 1.0))
+    assert torch.equal(got, want)
+    assert len({tuple(g.flatten()[:8].tolist()) for g in got}) == 6  # six different crops
+
+
+def test_the_cached_path_trains_the_weights_the_per_image_path_trains(tmp_path, vit_dir):
+    """Images stored at twice the input (what the cache stores for crops down to a quarter of the area)
+    crop, flip and normalise to the per-file transforms' pixels, batch by batch: the same run, the same weights."""
+    import numpy as np
+
+    from transferkit.vision import ImageClassifier
+    from transferkit.vision.classifier import _store_size
+    from transferkit.vision.transforms import AugmentConfig
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(12)]
+    labels = ["bright", "dark"] * 6
+    assert _store_size((16, 16), AugmentConfig()) == (32, 32)
+    weights = []
+    for cached in (True, False):
+        clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="finetune")
+        clf.fit((images, labels), epochs=2, batch_size=4, progress=False, plot=False, save_checkpoints=False,
+                output_dir=str(tmp_path / f"run-{cached}"), decode_cache=cached, lr=1e-3)
+        assert ("decode_cache" in clf.train_info) == cached
+        weights.append({k: v.clone() for k, v in clf.model.state_dict().items()})
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], atol=1e-4, rtol=1e-4)
 
 
 # -- the audio decode cache ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -19,13 +20,13 @@ from .transforms import (
     batch_mixer,
     eval_transform,
     processor_geometry,
-    random_resized_crop_flip,
+    resized_crops,
     train_transform,
 )
 
 # Augmented training images are decoded once at this multiple of the input size (256 for 224), so that a
 # random crop keeps some resolution to cut from; evaluation images at exactly the input size.
-TRAIN_STORE_SCALE = 8 / 7
+MAX_STORE_SCALE = 2.0  # training images are stored at up to twice the input size (see _store_size)
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -77,18 +78,30 @@ def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int,
         else:
             pixels = torch.stack([r["pixels"] for r in rows])
             labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
-        x = pixels.float()
         if augment is not None and augment.crop_scale != (1.0, 1.0):
-            x = random_resized_crop_flip(x, size, augment.crop_scale, hflip=augment.hflip)
-        elif augment is not None and augment.hflip:
-            flip = torch.rand(len(x)) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            x = resized_crops(pixels, size, augment.crop_scale, hflip=augment.hflip)
+        else:
+            x = pixels.float()
+            if augment is not None and augment.hflip:
+                flip = torch.rand(len(x)) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         batch = {"pixel_values": (x * (1 / 255) - mean_t) / std_t, "labels": labels}
         if mixer is not None:
             batch["pixel_values"], batch["labels"] = mixer(batch["pixel_values"], batch["labels"])
         return batch
 
     return collate
+
+
+def _store_size(size: tuple[int, int], augment: AugmentConfig) -> tuple[int, int]:
+    """The size training images are stored at: with random crops, large enough that the smallest crop
+    (``crop_scale[0]`` of the area) still has the input's resolution, up to twice the input; a crop is
+    then cut from the stored image and resized as torchvision cuts it from the file. Stored at the
+    input size, crops were upsampled and cost 0.05-0.07 accuracy (``benchmarks/decode_cache_check.py``)."""
+    if augment.crop_scale == (1.0, 1.0):
+        return size
+    scale = min(MAX_STORE_SCALE, 1 / math.sqrt(augment.crop_scale[0]))
+    return round(size[0] * scale), round(size[1] * scale)
 
 
 def _plain_resize(processor: Any) -> tuple[tuple[int, int], list, list, int] | None:
@@ -151,7 +164,7 @@ class ImageClassifier(TransferClassifier):
         return data.items, data.targets or []
 
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: AugmentConfig | None = None, decode_cache: bool | str | os.PathLike = False, **options: Any) -> dict:
+            augment: AugmentConfig | None = None, decode_cache: bool | str | os.PathLike = True, **options: Any) -> dict:
         """Train on ``train`` (folder, CSV, datasets.Dataset, ImageSet, or (images, labels)), keeping the best epoch on ``eval``.
 
         ``options`` set :class:`TrainConfig` fields (``epochs=5, lr=1e-4``) and the strategy's
@@ -159,17 +172,17 @@ class ImageClassifier(TransferClassifier):
         linear-probe stage trains on cached features of un-augmented images.
 
         ``decode_cache``: each image is decoded and resized once, into uint8 arrays kept (for image
-        files) under the decode cache's folder (``True``: ``$TRANSFERKIT_CACHE/decoded``; or a
-        folder), and augmented batch by batch; ``False`` (the default) decodes and augments every image
-        every epoch. The cache applies where the processor only resizes and normalises, without
-        RandAugment. It is opt-in: its random crops come from images stored at 8/7 of the input size,
-        not from the full-resolution photo, and on ants vs bees (ResNet-20 fine-tuned at 32 px, two
-        seeds) that cost 0.05-0.07 accuracy against the per-image path (``benchmarks/decode_cache_check.py``).
+        files) under the decode cache's folder (``True``, the default: ``$TRANSFERKIT_CACHE/decoded``,
+        ``~/.cache/transferkit/decoded``; or a folder), memory-mapped by every later epoch and run; random
+        crops and flips are then cut from the stored arrays batch by batch, as torchvision cuts them from
+        the file. With crops, training images are stored at up to twice the input size (0.6 MB a photo
+        at 224 px), so no crop is upsampled. ``False`` decodes and augments every file every epoch. The
+        cache applies where the processor only resizes and normalises, without RandAugment.
         """
         return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
 
     def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None,
-                      decode_cache: bool | str | os.PathLike = False) -> TrainingData:
+                      decode_cache: bool | str | os.PathLike = True) -> TrainingData:
         augment = augment or AugmentConfig()
         train_set, eval_set = as_image_set(train), as_image_set(eval) if eval is not None else None
         self.check_labels(train_set.targets or [], "the training data")
@@ -203,9 +216,7 @@ class ImageClassifier(TransferClassifier):
 
         (h, w), mean, std, resample = plain
         cache = DecodeCache(None if decode_cache is True else decode_cache)
-        # Thumbnail-sized inputs (digits at 8 px) keep their size: scaling them up adds nothing to crop from.
-        crops = augment.crop_scale != (1.0, 1.0)
-        store = (round(h * TRAIN_STORE_SCALE), round(w * TRAIN_STORE_SCALE)) if crops and min(h, w) >= 64 else (h, w)
+        store = _store_size((h, w), augment)
 
         def ids(images: ImageSet) -> list[int]:
             return [self.label2id[t] for t in images.targets or []]

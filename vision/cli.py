@@ -19,6 +19,8 @@ class ImageFitArgs:
     eval: str | None = field(default=None, metadata={"help": "Evaluation folder or CSV (selects the best epoch)."})
     labels: list[str] | None = field(default=None, metadata={"help": "Class names (default: those found in --train)."})
     weights: str | None = field(default=None, metadata={"help": "Local weights file for a scheme spec (torchvision:<name>)."})
+    decode_cache: bool = field(default=True, metadata={"help": "Decode and resize each image file once, into memory-mapped "
+                                                               "arrays under $TRANSFERKIT_CACHE/decoded."})
 
 
 @dataclass
@@ -78,7 +80,8 @@ def _fit(args: argparse.Namespace) -> int:
     config, strategy, search = train_from_args(args)
     clf = ImageClassifier.from_pretrained(inputs.model, labels=inputs.labels or train.labels, strategy=strategy,
                                           **({"weights": inputs.weights} if inputs.weights else {}))
-    clf.fit(train, eval=inputs.eval, config=config, augment=dataclass_from_args(AugmentConfig, args), **search)
+    clf.fit(train, eval=inputs.eval, config=config, augment=dataclass_from_args(AugmentConfig, args),
+            decode_cache=inputs.decode_cache, **search)
     if not process_state().is_main_process:  # under several processes the main one evaluates and exports
         return 0
     metrics = None

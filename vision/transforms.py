@@ -87,40 +87,18 @@ def batch_mixer(aug: AugmentConfig, num_classes: int) -> Callable[[torch.Tensor,
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
-def random_resized_crop_flip(pixels: torch.Tensor, size: tuple[int, int], scale: tuple[float, float] = (0.25, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True) -> torch.Tensor:
-    """RandomResizedCrop + RandomHorizontalFlip on a whole ``(B, C, H, W)`` float batch in one resampling.
+def resized_crops(pixels: torch.Tensor, size: tuple[int, int], scale: tuple[float, float] = (0.25, 1.0),
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True) -> torch.Tensor:
+    """RandomResizedCrop + RandomHorizontalFlip, image by image, on a ``(B, C, H, W)`` uint8 batch: the
+    crop drawn and resized (antialiased) exactly as torchvision's transforms do it on one image, so a
+    stored image large enough to crop from trains as the full-resolution file would. Returns float pixels
+    in 0-255."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as F
 
-    Each image gets its own crop, drawn as torchvision draws it (area fraction uniform in ``scale``,
-    log aspect ratio uniform in ``ratio``, ten tries, then the centre crop), and its own flip; one
-    ``grid_sample`` (bilinear) cuts, flips and resizes every image to ``size`` at once, instead of
-    three transforms per image.
-    """
-    import math
-
-    import torch.nn.functional as F
-
-    b, _, h, w = pixels.shape
-    tries = 10
-    area = torch.empty(b, tries).uniform_(scale[0], scale[1]) * (h * w)
-    log_r = torch.empty(b, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]))
-    cw, ch = (area * log_r.exp()).sqrt().round(), (area / log_r.exp()).sqrt().round()
-    ok = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
-    first = ok.float().argmax(1)
-    rows = torch.arange(b)
-    cw, ch = cw[rows, first], ch[rows, first]
-    # torchvision's fallback when no try fits: the whole image, clamped to the ratio range, centred.
-    in_ratio = w / h
-    fw, fh = (w, round(w / ratio[0])) if in_ratio < ratio[0] else (round(h * ratio[1]), h) if in_ratio > ratio[1] else (w, h)
-    fits = ok.any(1)
-    cw, ch = torch.where(fits, cw, torch.tensor(float(fw))), torch.where(fits, ch, torch.tensor(float(fh)))
-    top = torch.where(fits, (torch.rand(b) * (h - ch + 1)).floor(), ((h - ch) / 2).round())
-    left = torch.where(fits, (torch.rand(b) * (w - cw + 1)).floor(), ((w - cw) / 2).round())
-    flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = cw / w * flip  # a negative x scale reads the crop right to left: the flip
-    theta[:, 0, 2] = (2 * left + cw) / w - 1
-    theta[:, 1, 1] = ch / h
-    theta[:, 1, 2] = (2 * top + ch) / h - 1
-    grid = F.affine_grid(theta.to(pixels.dtype), [b, pixels.shape[1], *size], align_corners=False)
-    return F.grid_sample(pixels, grid.to(pixels.device), mode="bilinear", padding_mode="border", align_corners=False)
+    out = torch.empty(len(pixels), pixels.shape[1], *size)
+    for i, img in enumerate(pixels):
+        top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), list(ratio))
+        crop = F.resized_crop(img, top, left, h, w, list(size), antialias=True)
+        out[i] = crop.flip(-1) if hflip and torch.rand(1).item() < 0.5 else crop
+    return out
