@@ -59,10 +59,11 @@ class DecodeCache:
     def _path(self, key_parts: Sequence[Any], suffix: str) -> Path:
         return self.root / f"{fingerprint(VERSION, *key_parts)}{suffix}"
 
-    def _decode_all(self, n: int, decode: Callable[[int], Any], threads: int | None) -> list:
-        # Decoders (Pillow, soundfile, torch resampling) release the GIL: threads use every core.
+    @staticmethod
+    def decode_all(n: int, decode: Callable[[int], Any], threads: int | None = None) -> list:
+        """``[decode(i) for i in range(n)]`` on threads: decoders (Pillow, soundfile, torch resampling)
+        release the GIL, so threads use every core."""
         threads = threads or min(8, os.cpu_count() or 1)
-        self.decoded += n
         if threads <= 1 or n < 16:
             return [decode(i) for i in range(n)]
         with ThreadPoolExecutor(threads) as pool:
@@ -74,7 +75,8 @@ class DecodeCache:
         path = self._path([*key_parts, list(shape), np.dtype(dtype).str], ".npy")
         if not self.memory and path.exists():
             return np.load(path, mmap_mode="r")
-        rows = self._decode_all(n, decode, threads)
+        rows = self.decode_all(n, decode, threads)
+        self.decoded += n
         out = np.empty((n, *shape), dtype=dtype)
         for i, row in enumerate(rows):
             if tuple(row.shape) != tuple(shape):

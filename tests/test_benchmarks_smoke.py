@@ -66,3 +66,12 @@ def test_label_curve_smoke(tmp_path):
     report = (results / "label_curve_smoke.md").read_text()
     assert "SMOKE RUN" in report and "| labels_per_class | linear_probe | reference |" in report
     assert (results / "label_curve_smoke.png").stat().st_size > 5_000
+
+
+def test_decode_cache_check_smoke(tmp_path):
+    line, results = run_smoke("decode_cache_check.py", tmp_path, ("hymenoptera", "weights/resnet20-cifar10.th"))
+    values = result_values(line, "decode_cache_check")
+    assert 0.0 <= float(values["cached"]) <= 1.0 and 0.0 <= float(values["per_file"]) <= 1.0
+    assert float(values["speedup"]) > 0
+    report = (results / "decode_cache_check_smoke.md").read_text()
+    assert "SMOKE RUN" in report and report.count("| 0 | ") == 2  # seed 0, cache on and off

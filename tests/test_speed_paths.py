@@ -118,8 +118,9 @@ def test_second_fit_reads_the_decoded_images_back(tmp_path, vit_dir, monkeypatch
 
     folder = _photos(tmp_path / "photos")
     calls = []
-    real = vision_data.decode_resized
-    monkeypatch.setattr(vision_data, "decode_resized", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    for name in ("decode_resized", "decode_shorter"):
+        real = getattr(vision_data, name)
+        monkeypatch.setattr(vision_data, name, lambda *a, real=real, **k: calls.append(a[0]) or real(*a, **k))
     counts = []
     for run in range(2):
         calls.clear()
@@ -127,7 +128,7 @@ def test_second_fit_reads_the_decoded_images_back(tmp_path, vit_dir, monkeypatch
         clf.fit(folder, eval=folder, epochs=1, batch_size=4, progress=False, plot=False, save_checkpoints=False,
                 output_dir=str(tmp_path / f"run{run}"), decode_cache=str(tmp_path / "cache"))
         counts.append(len(calls))
-    # First fit: the 12 photos at twice the input for training crops, once more at the input for evaluation
+    # First fit: the 12 photos with their aspect ratios for training crops, once more at the input for evaluation
     # (and the probe), and the one check against the processor; the second fit decodes only that check image.
     assert counts == [25, 1]
 
@@ -148,18 +149,19 @@ def test_crops_from_stored_images_are_torchvisions_crops_of_the_image():
 
 
 def test_the_cached_path_trains_the_weights_the_per_image_path_trains(tmp_path, vit_dir):
-    """Images stored at twice the input (what the cache stores for crops down to a quarter of the area)
-    crop, flip and normalise to the per-file transforms' pixels, batch by batch: the same run, the same weights."""
+    """Images kept at their own size (the cache keeps a shorter side up to 256 px for crops) crop, flip and
+    normalise to the per-file transforms' pixels, batch by batch: the same run, the same weights."""
     import numpy as np
 
     from transferkit.vision import ImageClassifier
-    from transferkit.vision.classifier import _store_size
+    from transferkit.vision.classifier import _store_side
     from transferkit.vision.transforms import AugmentConfig
 
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(12)]
+    images = [rng.integers(0, 256, (24 + 2 * i, 40 - i, 3), dtype=np.uint8) for i in range(12)]  # own aspect ratios
     labels = ["bright", "dark"] * 6
-    assert _store_size((16, 16), AugmentConfig()) == (32, 32)
+    assert _store_side((16, 16), AugmentConfig()) == 256 and _store_side((160, 160), AugmentConfig()) == 320
+    assert _store_side((16, 16), AugmentConfig(crop_scale=(1.0, 1.0))) is None
     weights = []
     for cached in (True, False):
         clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy="finetune")

@@ -14,7 +14,7 @@ import torch
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
 
-from .data import ImageSet, as_image_set, decoded_pixels, load_image
+from .data import ImageSet, as_image_set, decoded_images, decoded_pixels, load_image
 from .transforms import (
     AugmentConfig,
     batch_mixer,
@@ -26,7 +26,7 @@ from .transforms import (
 
 # Augmented training images are decoded once at this multiple of the input size (256 for 224), so that a
 # random crop keeps some resolution to cut from; evaluation images at exactly the input size.
-MAX_STORE_SCALE = 2.0  # training images are stored at up to twice the input size (see _store_size)
+MIN_STORE_SIDE = 256  # training images kept for random crops: shorter side at least this (see _store_side)
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -44,14 +44,15 @@ class _Encoded(torch.utils.data.Dataset):
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Images decoded and resized once (an ``(N, 3, H, W)`` uint8 array, built on the first read) with
-    their label ids; the loader fetches whole batches at once (``__getitems__``)."""
+    """Images decoded once with their label ids: an ``(N, 3, H, W)`` uint8 array resized to the input, or
+    a list of ``(3, h, w)`` arrays with their own aspect ratios (to crop from), built on the first read;
+    the loader fetches whole batches at once (``__getitems__``)."""
 
     def __init__(self, build: Any, labels: Sequence[int]) -> None:
         self.build, self.labels, self._pixels = build, torch.tensor(list(labels), dtype=torch.long), None
 
     @property
-    def pixels(self) -> np.ndarray:
+    def pixels(self) -> np.ndarray | list[np.ndarray]:
         if self._pixels is None:
             self._pixels = self.build()
         return self._pixels
@@ -63,8 +64,11 @@ class _Decoded(torch.utils.data.Dataset):
         return {"pixels": torch.from_numpy(np.array(self.pixels[i])), "labels": self.labels[i]}
 
     def __getitems__(self, idx: list[int]) -> dict:
-        return {"pixels": torch.from_numpy(np.ascontiguousarray(self.pixels[np.asarray(idx)])),
-                "labels": self.labels[torch.as_tensor(idx)]}
+        if isinstance(self.pixels, list):
+            pixels: Any = [torch.from_numpy(np.array(self.pixels[i])) for i in idx]
+        else:
+            pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[np.asarray(idx)]))
+        return {"pixels": pixels, "labels": self.labels[torch.as_tensor(idx)]}
 
 
 def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int, int] | None = None,
@@ -76,8 +80,10 @@ def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int,
         if isinstance(rows, dict):
             pixels, labels = rows["pixels"], rows["labels"]
         else:
-            pixels = torch.stack([r["pixels"] for r in rows])
+            pixels = [r["pixels"] for r in rows]
             labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
+        if isinstance(pixels, list) and len({p.shape for p in pixels}) == 1:
+            pixels = torch.stack(pixels)
         if augment is not None and augment.crop_scale != (1.0, 1.0):
             x = resized_crops(pixels, size, augment.crop_scale, hflip=augment.hflip)
         else:
@@ -93,15 +99,15 @@ def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int,
     return collate
 
 
-def _store_size(size: tuple[int, int], augment: AugmentConfig) -> tuple[int, int]:
-    """The size training images are stored at: with random crops, large enough that the smallest crop
-    (``crop_scale[0]`` of the area) still has the input's resolution, up to twice the input; a crop is
-    then cut from the stored image and resized as torchvision cuts it from the file. Stored at the
-    input size, crops were upsampled and cost 0.05-0.07 accuracy (``benchmarks/decode_cache_check.py``)."""
+def _store_side(size: tuple[int, int], augment: AugmentConfig) -> int | None:
+    """The shorter side training images are stored at for random crops (None without crops: stored at
+    the input size). Crops are drawn on each image's own geometry, as torchvision draws them on the file,
+    from images kept at a shorter side of at least 256 px and twice the input. Stored as input-sized
+    squares, crops cost 0.05 accuracy against the per-file path on ants vs bees (ResNet-20, 3 seeds,
+    ``benchmarks/decode_cache_check.py``)."""
     if augment.crop_scale == (1.0, 1.0):
-        return size
-    scale = min(MAX_STORE_SCALE, 1 / math.sqrt(augment.crop_scale[0]))
-    return round(size[0] * scale), round(size[1] * scale)
+        return None
+    return max(MIN_STORE_SIDE, 2 * max(size))
 
 
 def _plain_resize(processor: Any) -> tuple[tuple[int, int], list, list, int] | None:
@@ -175,8 +181,8 @@ class ImageClassifier(TransferClassifier):
         files) under the decode cache's folder (``True``, the default: ``$TRANSFERKIT_CACHE/decoded``,
         ``~/.cache/transferkit/decoded``; or a folder), memory-mapped by every later epoch and run; random
         crops and flips are then cut from the stored arrays batch by batch, as torchvision cuts them from
-        the file. With crops, training images are stored at up to twice the input size (0.6 MB a photo
-        at 224 px), so no crop is upsampled. ``False`` decodes and augments every file every epoch. The
+        the file: with crops, training images are stored with their aspect ratio at a shorter side of
+        at least 256 px and twice the input (0.8 MB a 4:3 photo at 224 px). ``False`` decodes and augments every file every epoch. The
         cache applies where the processor only resizes and normalises, without RandAugment.
         """
         return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
@@ -216,7 +222,7 @@ class ImageClassifier(TransferClassifier):
 
         (h, w), mean, std, resample = plain
         cache = DecodeCache(None if decode_cache is True else decode_cache)
-        store = _store_size((h, w), augment)
+        side = _store_side((h, w), augment)
 
         def ids(images: ImageSet) -> list[int]:
             return [self.label2id[t] for t in images.targets or []]
@@ -224,9 +230,11 @@ class ImageClassifier(TransferClassifier):
         def dataset(images: ImageSet, size: tuple[int, int]) -> _Decoded:
             return _Decoded(functools.partial(decoded_pixels, images, size, resample, cache), ids(images))
 
+        train = (dataset(train_set, (h, w)) if side is None else
+                 _Decoded(functools.partial(decoded_images, train_set, side, resample, cache), ids(train_set)))
         eval_collate = _pixel_collate(mean, std)
         return TrainingData(
-            train=dataset(train_set, store), eval=dataset(eval_set, (h, w)) if eval_set is not None else None,
+            train=train, eval=dataset(eval_set, (h, w)) if eval_set is not None else None,
             collate=_pixel_collate(mean, std, (h, w), augment, batch_mixer(augment, len(self.labels))),
             eval_collate=eval_collate, probe_train=dataset(train_set, (h, w)), fingerprints=fps,
             info={**info, "decode_cache": str(cache.root)})

@@ -311,3 +311,41 @@ def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, c
     key = ("image", images.fingerprint(), (h, w), resample, images.max_pixels)
     return cache.fixed(key, len(images), lambda i: decode_resized(images.items[i], (h, w), resample,
                                                                   max_pixels=images.max_pixels), (3, h, w))
+
+
+def decode_shorter(item: Any, shorter: int, resample: int = 2, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image -> a ``(3, height, width)`` uint8 array with its aspect ratio, its shorter side resized
+    to ``shorter`` (antialiased, as :func:`decode_resized`) when it is longer; smaller images keep their size."""
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    img = load_image(item, max_pixels=max_pixels)
+    pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    h, w = pixels.shape[1:]
+    if min(h, w) <= shorter:
+        return pixels.numpy()
+    size = [shorter, round(w * shorter / h)] if h <= w else [round(h * shorter / w), shorter]
+    mode = getattr(InterpolationMode, _INTERPOLATIONS[resample])
+    return F.resize(pixels, size, interpolation=mode, antialias=True).numpy()
+
+
+def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> list[np.ndarray]:
+    """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a list
+    of ``(3, h, w)`` uint8 arrays, for random crops drawn on each image's own geometry. Stored and
+    memory-mapped like :func:`decoded_pixels`."""
+    from transferkit.common.decode_cache import DecodeCache
+
+    on_disk = all(isinstance(x, (str, os.PathLike)) for x in images.items)
+    if cache is None or (not on_disk and not cache.memory):
+        cache = DecodeCache(cache.root if cache is not None else None, memory=not on_disk)
+
+    def build() -> tuple[list[np.ndarray], dict]:
+        arrays = cache.decode_all(len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
+                                                                        max_pixels=images.max_pixels))
+        return [a.reshape(-1) for a in arrays], {"shapes": [list(a.shape) for a in arrays]}
+
+    key = ("image-aspect", images.fingerprint(), shorter, resample, images.max_pixels)
+    flat, meta = cache.ragged(key, build)
+    return [a.reshape(shape) for a, shape in zip(flat, meta["shapes"])]
+

@@ -87,16 +87,15 @@ def batch_mixer(aug: AugmentConfig, num_classes: int) -> Callable[[torch.Tensor,
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
-def resized_crops(pixels: torch.Tensor, size: tuple[int, int], scale: tuple[float, float] = (0.25, 1.0),
+def resized_crops(pixels: torch.Tensor | Sequence[torch.Tensor], size: tuple[int, int], scale: tuple[float, float] = (0.25, 1.0),
                   ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True) -> torch.Tensor:
-    """RandomResizedCrop + RandomHorizontalFlip, image by image, on a ``(B, C, H, W)`` uint8 batch: the
-    crop drawn and resized (antialiased) exactly as torchvision's transforms do it on one image, so a
-    stored image large enough to crop from trains as the full-resolution file would. Returns float pixels
-    in 0-255."""
+    """RandomResizedCrop + RandomHorizontalFlip, image by image, on a ``(B, C, H, W)`` uint8 batch or a
+    list of ``(C, h, w)`` images of any sizes: each crop drawn and resized (antialiased) exactly as
+    torchvision's transforms do it on one image. Returns a float ``(B, C, *size)`` batch in 0-255."""
     from torchvision.transforms import v2
     from torchvision.transforms.v2 import functional as F
 
-    out = torch.empty(len(pixels), pixels.shape[1], *size)
+    out = torch.empty(len(pixels), pixels[0].shape[0], *size)
     for i, img in enumerate(pixels):
         top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), list(ratio))
         crop = F.resized_crop(img, top, left, h, w, list(size), antialias=True)
