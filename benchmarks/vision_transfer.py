@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto", action="store_true",
                    help="add strategy=\"auto\" rows: per encoder and seed, a search budget equal to the seconds of that "
                         "seed's fixed rows together (writes vision_transfer_auto_<encoders>.md)")
+    p.add_argument("--store-size", type=int, default=STORE_SIZE,
+                   help="side of the squares the photos are kept at for ResNet-20, the ViT and pixels LR (the ImageNet "
+                        "CNNs': 256); 128 leaves room for crops at 64 px, an input size auto tries on ResNet-20")
     p.add_argument("--cnn-auto-epochs", type=int, default=3,
                    help="epochs each auto trial may train an ImageNet CNN (early stopping and pruning cut it short)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores when the machine is idle, 1 when shared)")
@@ -411,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     cnns = [e for e in encoder_list if e in IMAGENET]
     try:
         per_class = 12 if args.smoke else None
-        train_x, train_y, train_info = load_photos(hym / "train", per_class)
-        val_x, val_y, val_info = load_photos(hym / "val", per_class)
+        train_x, train_y, train_info = load_photos(hym / "train", per_class, args.store_size)
+        val_x, val_y, val_info = load_photos(hym / "val", per_class, args.store_size)
         photos = {"tiny": (train_x, ImageSet.from_arrays(val_x, val_y))}
         if cnns:
             cnn_train_x = load_photos(hym / "train", per_class, cnn_store)[0]
@@ -505,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Data: `hymenoptera` train {train_info['images']} / val {val_info['images']} photos. {skipped_note} "
         f"Per seed, {n_dev} training photos (20%, stratified) form a dev set that selects the best epoch, the greedy "
         f"soup's ingredients and the logistic regressions' C; {n_fit} train. Accuracy is on the {val_info['images']} "
-        "validation photos, which nothing is tuned on. Photos are decoded once and resized to 64x64 squares "
-        f"({cnn_store}x{cnn_store} for the ImageNet CNNs); training augmentation: random resized crop (area "
+        "validation photos, which nothing is tuned on. Photos are decoded once and resized to "
+        f"{args.store_size}x{args.store_size} squares ({cnn_store}x{cnn_store} for the ImageNet CNNs); training augmentation: random resized crop (area "
         f"{AUGMENT.crop_scale[0]}-1) and horizontal flips; evaluation resizes to the encoder's input.",
         "",
         f"Encoders: **MobileNetV2 (ImageNet)** — `packaged:mobilenet_v2`, torchvision's ImageNet-1k weights (71.9% top-1 "
