@@ -166,7 +166,7 @@ def worker_tk(work: Path, strategy: str, args) -> dict:
 
 
 def _clock_plots() -> list[float]:
-    """Time transferkit's learning-curve plots (importing matplotlib and drawing) without changing them."""
+    """Time transferkit's learning-curve plots without changing them."""
     from transferkit.common import report
 
     seconds: list[float] = []

@@ -149,7 +149,7 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
             f"probe is {lp_loaded:.1f}x: transferkit {tk_cold['after_load']:.2f} s (encoding {n_train + counts['val']} "
             f"images once, the head-only loop, run files, the plot, the validation pass) against Trainer's "
             f"{hf_p['after_load']:.2f} s. Of transferkit's seconds, {tk_cold.get('plot_seconds', 0):.2f} went to the "
-            f"learning-curve plot (importing matplotlib and drawing; Trainer draws none): without it "
+            f"learning-curve plot (drawn with Pillow; Trainer draws none): without it "
             f"(`TrainConfig(plot=False)`) the ratio would be about "
             f"{hf_p['after_load'] / max(1e-9, tk_cold['after_load'] - tk_cold.get('plot_seconds', 0)):.1f}x. The whole-process ratio also counts importing transformers and loading the "
             f"model ({tk_cold['seconds'] - tk_cold['after_load']:.1f} s on transferkit's side), a cost both sides pay "
@@ -285,7 +285,7 @@ def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, 
             f"- Linear probe below 10x with a cold cache in a fresh process: Trainer spent {hf_p['seconds']:.1f} s, most of "
             f"it running the backbone {args.probe_epochs} times over the training set. transferkit runs the backbone once, "
             f"but its first run in a fresh process took {fixed:.1f} s longer than a warm re-run (importing transformers "
-            f"and matplotlib, and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
+            f"and encoding the features once), and every run costs {tk_warm['seconds']:.1f} s (model load, "
             f"{args.probe_epochs} epochs of the head-only loop on cached vectors, config/metrics/weights files, the "
             "learning-curve plot and the validation pass). With a backbone this small, importing transformers and "
             "loading the model weigh as much as the backbone passes saved; the saving grows with the backbone's cost "
@@ -309,9 +309,8 @@ def _notes(args, lp_speedup, lp_speedup_warm, ft_ratio, ft_ratio_e2e, als_over, 
     if ft_ratio_e2e < 0.97 <= ft_ratio:
         notes.append(
             f"- The whole-run ratio ({ft_ratio_e2e:.2f}x) is lower than the steady one: transferkit's fixed cost per run "
-            "(importing Accelerate and matplotlib on first use, writing config.json and metrics.jsonl, plotting the "
-            "learning curve) counts against a run this short; it is a constant of a few seconds, not a per-step cost, "
-            "and would vanish with a lazily imported, optional plot.")
+            "(importing Accelerate on first use, writing config.json and metrics.jsonl, drawing the learning curve) "
+            "counts against a run this short; it is a constant, not a per-step cost.")
     if als_over >= 0.05:
         notes.append(
             f"- ALS overhead {100 * als_over:.1f}%: transferkit's `pretrain` runs implicit with a per-iteration callback "

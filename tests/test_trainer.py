@@ -263,3 +263,25 @@ def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
     start = trained[1].running_mean.clone()
     Trainer(trained, _cfg(tmp_path / "t", save_checkpoints=False, plot=False).replace(epochs=1), compute_loss=_loss).fit(_data(10))
     assert not torch.equal(trained[1].running_mean, start)  # a batch norm that trains still tracks its data
+
+
+def test_learning_curve_draws_each_series_without_matplotlib(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from transferkit.common.report import nice_ticks, plot_learning_curve
+
+    history = [{"epoch": e, "train_loss": 1 / e, "eval_loss": 1.2 / e, "accuracy": 0.5 + 0.04 * e} for e in range(1, 11)]
+    png = plot_learning_curve(history, tmp_path / "curve.png", metric="accuracy")
+    colors = {c for _, c in Image.open(png).convert("RGB").getcolors(1 << 20)}
+    assert {(31, 119, 180), (23, 190, 207), (255, 127, 14)} <= colors  # train loss, eval loss, accuracy
+    assert Image.open(png).size == (660, 385)
+    assert nice_ticks(0.12, 0.93) == [0.2, 0.4, 0.6, 0.8] and nice_ticks(1, 30, 10) == [5, 10, 15, 20, 25, 30]
+    # Drawing a run's curve never imports matplotlib (about 0.4 s of a fresh process).
+    code = ("import sys; from transferkit.common.report import plot_learning_curve; "
+            f"plot_learning_curve([{{'epoch': 1, 'train_loss': 0.5}}], {str(tmp_path / 'one.png')!r}); "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False" and (tmp_path / "one.png").exists()
