@@ -236,8 +236,8 @@ def run_packaged(spec: str, options: dict, strategy: str, settings: dict, train:
     epochs = size["probe_epochs"] if probe else size["epochs_lpft_all" if all_labels else "epochs_lpft_few"]
     # One feature cache for every run: the probe of each (encoder, clips) pair is computed once.
     options = {"feature_cache": str(cache)} | ({} if probe else {"probe_epochs": size["probe_epochs"]})
-    if strategy == "auto":  # the search's probe trials share their own cache; every trial may train `epochs`
-        options, epochs = {"time_budget": budget}, size["probe_epochs"]
+    if strategy == "auto":  # trials train the body for LP-FT's epochs at most; probe stages on cached features 10 or 30
+        options = {"time_budget": budget}
     clf.fit(train, output_dir=str(work), epochs=epochs, batch_size=16, head_lr=1e-2, seed=seed, save_checkpoints=False,
             progress=False, plot=False, **options, **settings)
     res = clf.evaluate(test)
@@ -264,8 +264,10 @@ def auto_lines(results: dict) -> list[str]:
         lines = ["## strategy=\"auto\"", "",
                  "`fit(strategy=\"auto\", time_budget=B)` on the same labelled clips, B = the seconds of that encoder's "
                  "fixed rows for the same seed and labels together. The search holds out 20% of the labelled clips "
-                 "(stratified, seeded) to score its trials, never the test speakers, then retrains the chosen recipe on "
-                 "all of them for the epochs at which its trial peaked; the row's seconds include search and retrain.",
+                 "(stratified, seeded) to score its trials, never the test speakers, and keeps the best trial's model "
+                 "(trained on the other 80%). Trials that train the body run at most the LP-FT row's epochs (early "
+                 "stopping after 3 flat epochs, successive-halving pruning); probe stages on cached features 10 or 30 "
+                 "epochs. The row's seconds are the whole search.",
                  "", *lines]
     return lines
 
