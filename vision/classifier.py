@@ -287,13 +287,15 @@ def _matches_processor(processor: Any, images: ImageSet, plain: tuple, tolerance
 
 
 def _input_sizes(encoder: Any) -> list[int]:
-    """Square input sizes worth trying: the native one, twice it for small-image encoders (a CIFAR net
-    on photos), three quarters of it for large ones; a size is kept only if the encoder runs on it and
-    gives the same feature size (position embeddings and flattening layers rule sizes out)."""
+    """Square input sizes worth trying: the native one, and twice it for small-image encoders (a CIFAR
+    net on photos); a size is kept only if the encoder runs on it and gives the same feature size
+    (position embeddings and flattening layers rule sizes out). Encoders trained at 128 px or more keep
+    their own size: offered three quarters of it (cheaper trials), the search on ants vs bees picked
+    MobileNetV2 at 160 px on a perfect dev score once and lost 0.09 on val against its 224-px picks."""
     (h, w), _, _ = processor_geometry(encoder.processor)
     if h != w or not hasattr(encoder.processor, "size"):
         return [h]
-    candidates = {*([2 * h] if h <= 64 else []), *([max(32, round(0.75 * h / 32) * 32)] if h >= 128 else [])} - {h}
+    candidates = {2 * h} if h <= 64 else set()
     device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
