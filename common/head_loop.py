@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .sampling import EpochSampler
-from .trainer import Trainer, TrainResult
+from .trainer import Trainer, TrainResult, record_best
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def fit_head_on_features(trainer: Trainer, train: Any, eval: Any = None) -> Trai
         for cb in trainer.callbacks:
             cb.on_epoch_end(trainer, row)
         state["history"].append(row)
-        if evaluates and _improved(cfg, state, row):
+        if evaluates and record_best(cfg, state, row):
             best_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable}
         log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     _write(trainer, model, state, best_head, cfg)
@@ -126,18 +126,6 @@ def _evaluate(trainer, model, batches) -> dict:
             metrics = {"eval_loss": sum(float(trainer.compute_loss(model, b)) for b in batches) / max(1, len(batches))}
     model.train()
     return {k: float(v) for k, v in metrics.items()}
-
-
-def _improved(cfg, state: dict, row: dict) -> bool:
-    metric = cfg.metric_for_best
-    if metric not in row:
-        raise ValueError(f"metric_for_best={metric!r} is not among the evaluation metrics {sorted(row)}")
-    value, best = row[metric], state["best_metric"]
-    if best is None or (value > best if cfg.greater_is_better else value < best):
-        state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, row["epoch"], 0
-        return True
-    state["bad_epochs"] += 1
-    return False
 
 
 def _write(trainer: Trainer, model: torch.nn.Module, state: dict, best_head: dict | None, cfg) -> None:

@@ -543,13 +543,8 @@ class Trainer:
         metric = self.config.metric_for_best
         if metric not in row:
             raise ValueError(f"metric_for_best={metric!r} is not among the evaluation metrics {sorted(row)}")
-        value, best = row[metric], state["best_metric"]
-        better = best is None or (value > best if self.config.greater_is_better else value < best)
-        if better:
-            state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, row["epoch"], 0
+        if record_best(self.config, state, row):
             self._save_best()
-        else:
-            state["bad_epochs"] += 1
 
     def _write_metrics(self, history: list[dict]) -> None:
         if self.accelerator.is_main_process:
@@ -637,3 +632,25 @@ def _tracker_config(config: TrainConfig, run_info: dict) -> dict:
     """The run's settings as flat scalars, which every tracker accepts as hyperparameters."""
     flat = {**config.to_dict(), **{k: v for k, v in run_info.items() if not isinstance(v, dict)}}
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+
+def record_best(config: TrainConfig, state: dict, row: dict) -> bool:
+    """Whether epoch ``row`` is the best so far by ``config.metric_for_best`` (recorded in ``state``; else one
+    more epoch without improvement). Among epochs with the same metric the lower ``eval_loss`` wins: on a
+    small dev set accuracy ties are common, and the first epoch of a probe still warming up used to win them.
+    """
+    metric = config.metric_for_best
+    if metric not in row:
+        raise ValueError(f"metric_for_best={metric!r} is not among the evaluation metrics {sorted(row)}")
+    value, best = row[metric], state["best_metric"]
+    tie_loss = state.get("best_eval_loss")
+    better = (best is None or (value > best if config.greater_is_better else value < best)
+              or (value == best and metric != "eval_loss" and tie_loss is not None
+                  and row.get("eval_loss", math.inf) < tie_loss))
+    if better:
+        state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, row["epoch"], 0
+        state["best_eval_loss"] = row.get("eval_loss")
+        return True
+    state["bad_epochs"] += 1
+    return False
+

@@ -122,6 +122,22 @@ def test_early_stopping_and_best_weights(tmp_path):
         assert torch.equal(v, snapshots[1][k])
 
 
+def test_an_accuracy_tie_goes_to_the_epoch_with_the_lower_eval_loss(tmp_path):
+    model = nn.Linear(6, 2)
+    rows = iter([(0.5, 0.9), (0.75, 0.8), (0.75, 0.6), (0.75, 0.7), (0.5, 0.4)])  # (accuracy, eval_loss)
+    snapshots = []
+
+    def evaluate(m, loader):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        acc, loss = next(rows)
+        return {"accuracy": acc, "eval_loss": loss}
+
+    result = Trainer(model, _cfg(tmp_path).replace(epochs=5), compute_loss=_loss, evaluate=evaluate).fit(_data(), _data(6))
+    assert (result.best_epoch, result.best_metric) == (3, 0.75)  # not epoch 2, the first to reach 0.75
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[2][k])
+
+
 def test_unknown_metric_for_best_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="metric_for_best='f1'"):
         Trainer(nn.Linear(6, 2), _cfg(tmp_path, metric_for_best="f1"), compute_loss=_loss,
