@@ -96,6 +96,14 @@ def results_path(results_dir: str | None, name: str, smoke: bool) -> Path:
     return folder / (f"{name}_smoke.md" if smoke else f"{name}.md")
 
 
+def write_results(results_dir: str | None, name: str, smoke: bool, lines: list[str]) -> Path:
+    """Write a benchmark's markdown report (``results_path``) and say where."""
+    path = results_path(results_dir, name, smoke)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def set_threads(requested: int) -> str:
     """Set torch's intra-op threads; 0 picks them from the load: all cores when idle, 1 when shared.
 

@@ -85,9 +85,7 @@ def main() -> None:
         f"mean difference {mean(True, 'accuracy') - mean(False, 'accuracy'):+.3f}; the fit takes "
         f"{mean(False, 'seconds') / mean(True, 'seconds'):.2f}x less time with the cache.",
     ]
-    path = benchinfo.results_path(args.results_dir, "decode_cache_check", args.smoke)
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    benchinfo.write_results(args.results_dir, "decode_cache_check", args.smoke, lines)
     print(f"RESULT decode_cache_check cached={mean(True, 'accuracy'):.3f} per_file={mean(False, 'accuracy'):.3f} "
           f"speedup={mean(False, 'seconds') / mean(True, 'seconds'):.2f}")
 

@@ -226,9 +226,7 @@ def write_report(args, counts, threads, precision, peaks, ft, probe, als, total,
         f"call (same seed): {als['same_factors']}.",
         *(_user_section(user_ratios, user_rows) if user else []),
     ]
-    path = benchinfo.results_path(args.results_dir, "throughput", args.smoke)
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    benchinfo.write_results(args.results_dir, "throughput", args.smoke, lines)
     print(f"RESULT throughput finetune_speed_ratio={ft_ratio:.2f} finetune_whole_run_ratio={ft_ratio_e2e:.2f} "
           f"tk_finetune_samples_per_s={tk_ft['samples/s, steady (epochs 2+)']:.1f} hf_finetune_samples_per_s={hf_ft['samples/s, steady (epochs 2+)']:.1f} "
           f"tk_peak_rss_mib={tk_ft['peak RSS MiB']:.0f} hf_peak_rss_mib={hf_ft['peak RSS MiB']:.0f} "
