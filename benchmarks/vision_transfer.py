@@ -336,7 +336,8 @@ def auto_reading(acc: dict, budgets: dict, recipes: dict, encoders: list[str], a
              "seconds this seed's fixed rows took together (every row of the table above for that encoder). The search "
              "carves its own stratified dev split (20%) out of the training photos and never sees val; its trials train "
              f"at most {args.epochs} epochs (ResNet-20, ViT) or {args.cnn_auto_epochs} (ImageNet CNNs), a probe stage on cached "
-             "features 10 or 30 (the search's choice), with early stopping (patience 3) and successive-halving pruning. 'best trial' keeps the best trial's model (trained on "
+             "features 10 or 30 (the search's choice), with early stopping (patience 3; a linear probe trial runs every "
+             "epoch) and successive-halving pruning. 'best trial' keeps the best trial's model (trained on "
              "80%); 'retrained' trains that recipe on all the training photos for the epochs at which the trial peaked "
              "(the same study resumed, so no new trial). The seconds column of the auto rows is the search alone for "
              "'best trial' and the retrain alone for 'retrained'.", ""]
