@@ -9,7 +9,7 @@ batch, epochs, optimizer settings and augmentation, each in its own process:
   file paths, transforms applied by ``set_transform`` when rows are read (torchvision's
   RandomResizedCrop + flip + ToTensor + Normalize per PIL image; for audio, decoding + resampling per clip,
   as the ``Audio(sampling_rate=16000)`` column does, then the feature extractor), the data collator padding;
-- a plain PyTorch loop on tensors decoded before its clock starts (images at the decode cache's 448 px,
+- a plain PyTorch loop on tensors decoded before its clock starts (images as the decode cache keeps them: shorter side 448 px,
   clips at 16 kHz), with torchvision's tensor transforms per image: no decoding inside the loop.
 
 Images: the first 64 hymenoptera training photos of each class, ``packaged:mobilenet_v2`` fine-tuned at 224 px, RandomResizedCrop
@@ -202,10 +202,10 @@ def user_plain(kind: str, prep: dict, work: Path, precision: str) -> dict:
     paths, ids, labels = _files(prep, kind)
     model = _model(kind, labels)
     if kind == "image":
-        from transferkit.vision.data import decode_resized
+        from transferkit.vision.data import decode_shorter
 
         processor = model.encoder.processor
-        data = [torch.from_numpy(decode_resized(p, (448, 448))) for p in paths]  # before the clock, as the cache stores them
+        data = [torch.from_numpy(decode_shorter(p, 448)) for p in paths]  # before the clock, as the cache stores them
         tf = v2.Compose([v2.RandomResizedCrop(224, scale=s["scale"], antialias=True), v2.RandomHorizontalFlip(),
                          v2.ToDtype(torch.float32, scale=True), v2.Normalize(processor.image_mean, processor.image_std)])
 

@@ -540,9 +540,6 @@ class Trainer:
         return {k: float(v) for k, v in metrics.items()}
 
     def _track_best(self, state: dict, row: dict) -> None:
-        metric = self.config.metric_for_best
-        if metric not in row:
-            raise ValueError(f"metric_for_best={metric!r} is not among the evaluation metrics {sorted(row)}")
         if record_best(self.config, state, row):
             self._save_best()
 

@@ -23,8 +23,6 @@ from .transforms import (
     train_transform,
 )
 
-# Augmented training images are decoded once at this multiple of the input size (256 for 224), so that a
-# random crop keeps some resolution to cut from; evaluation images at exactly the input size.
 MIN_STORE_SIDE = 256  # training images kept for random crops: shorter side at least this (see _store_side)
 
 
@@ -79,14 +77,12 @@ def _pixel_collate(mean: Sequence[float], std: Sequence[float], size: tuple[int,
         if isinstance(rows, dict):
             pixels, labels = rows["pixels"], rows["labels"]
         else:
-            pixels = [r["pixels"] for r in rows]
+            pixels = [r["pixels"] for r in rows]  # images of their own sizes (to crop from) or input-sized
             labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
-        if isinstance(pixels, list) and len({p.shape for p in pixels}) == 1:
-            pixels = torch.stack(pixels)
         if augment is not None and augment.crop_scale != (1.0, 1.0):
             x = resized_crops(pixels, size, augment.crop_scale, hflip=augment.hflip)
         else:
-            x = pixels.float()
+            x = (torch.stack(pixels) if isinstance(pixels, list) else pixels).float()
             if augment is not None and augment.hflip:
                 flip = torch.rand(len(x)) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -102,8 +98,8 @@ def _store_side(size: tuple[int, int], augment: AugmentConfig) -> int | None:
     """The shorter side training images are stored at for random crops (None without crops: stored at
     the input size). Crops are drawn on each image's own geometry, as torchvision draws them on the file,
     from images kept at a shorter side of at least 256 px and twice the input. Stored as input-sized
-    squares, crops cost 0.05 accuracy against the per-file path on ants vs bees (ResNet-20, 3 seeds,
-    ``benchmarks/decode_cache_check.py``)."""
+    squares (up to commit 49b80a5), crops cost 0.05-0.07 accuracy against the per-image path
+    (``benchmarks/decode_cache_check.py`` at that commit)."""
     if augment.crop_scale == (1.0, 1.0):
         return None
     return max(MIN_STORE_SIDE, 2 * max(size))
@@ -181,8 +177,9 @@ class ImageClassifier(TransferClassifier):
         ``~/.cache/transferkit/decoded``; or a folder), memory-mapped by every later epoch and run; random
         crops and flips are then cut from the stored arrays batch by batch, as torchvision cuts them from
         the file: with crops, training images are stored with their aspect ratio at a shorter side of
-        at least 256 px and twice the input (0.8 MB a 4:3 photo at 224 px). ``False`` decodes and augments every file every epoch. The
-        cache applies where the processor only resizes and normalises, without RandAugment.
+        at least 256 px and twice the input (0.8 MB a 4:3 photo at 224 px). ``False`` decodes and
+        augments every file every epoch. The cache applies where the processor only resizes and
+        normalises, without RandAugment.
         """
         return super().fit(train, eval, config=config, augment=augment, decode_cache=decode_cache, **options)
 
@@ -290,8 +287,10 @@ def _input_sizes(encoder: Any) -> list[int]:
     """Square input sizes worth trying: the native one, and twice it for small-image encoders (a CIFAR
     net on photos); a size is kept only if the encoder runs on it and gives the same feature size
     (position embeddings and flattening layers rule sizes out). Encoders trained at 128 px or more keep
-    their own size: offered three quarters of it (cheaper trials), the search on ants vs bees picked
-    MobileNetV2 at 160 px on a perfect dev score once and lost 0.09 on val against its 224-px picks."""
+    their own size: offered three quarters of it (cheaper trials, up to commit 8242239), the search on
+    ants vs bees picked MobileNetV2 at 160 px on a perfect dev score (seed 2 of ``python
+    benchmarks/vision_transfer.py --auto --encoders mobilenet_v2``) and scored 0.843 on val, against
+    0.928 and 0.961 for its 224-px picks of seeds 0 and 1."""
     (h, w), _, _ = processor_geometry(encoder.processor)
     if h != w or not hasattr(encoder.processor, "size"):
         return [h]

@@ -283,16 +283,34 @@ _INTERPOLATIONS = {2: "BILINEAR", 3: "BICUBIC"}
 def decode_resized(item: Any, size: tuple[int, int], resample: int = 2, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image -> a ``(3, height, width)`` uint8 array, resized as Hugging Face's image processors
     resize (torchvision, antialiased, on uint8): normalising it gives the processor's own output."""
+    return _decode(item, lambda h, w: list(size), resample, max_pixels)
+
+
+def decode_shorter(item: Any, shorter: int, resample: int = 2, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image -> a ``(3, height, width)`` uint8 array with its aspect ratio, its shorter side resized
+    to ``shorter`` (as :func:`decode_resized` resizes) when it is longer; smaller images keep their size."""
+    def size(h: int, w: int) -> list[int] | None:
+        if min(h, w) <= shorter:
+            return None
+        return [shorter, round(w * shorter / h)] if h <= w else [round(h * shorter / w), shorter]
+
+    return _decode(item, size, resample, max_pixels)
+
+
+def _decode(item: Any, size: Any, resample: int, max_pixels: int) -> np.ndarray:
+    """Decode ``item`` to ``(3, h, w)`` uint8 and resize it (antialiased) to ``size(h, w)``, or not when None."""
     import torch
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
     if resample not in _INTERPOLATIONS:
         raise ValueError(f"resample must be one of {sorted(_INTERPOLATIONS)} (Pillow's bilinear, bicubic), got {resample}")
-    img = load_image(item, max_pixels=max_pixels)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.array(load_image(item, max_pixels=max_pixels), dtype=np.uint8)).permute(2, 0, 1)
+    target = size(*pixels.shape[1:])
+    if target is None:
+        return pixels.numpy()
     mode = getattr(InterpolationMode, _INTERPOLATIONS[resample])
-    return F.resize(pixels, list(size), interpolation=mode, antialias=True).numpy()
+    return F.resize(pixels, target, interpolation=mode, antialias=True).numpy()
 
 
 def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, cache: Any = None) -> np.ndarray:
@@ -302,43 +320,18 @@ def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, c
     stored under its folder (keyed by the files' names, sizes and times and the resize) and
     memory-mapped on every later call; in-memory images are decoded in memory.
     """
-    from transferkit.common.decode_cache import DecodeCache
-
-    on_disk = all(isinstance(x, (str, os.PathLike)) for x in images.items)
-    if cache is None or (not on_disk and not cache.memory):
-        cache = DecodeCache(cache.root if cache is not None else None, memory=not on_disk)
+    cache = _cache_for(images, cache)
     h, w = size
     key = ("image", images.fingerprint(), (h, w), resample, images.max_pixels)
     return cache.fixed(key, len(images), lambda i: decode_resized(images.items[i], (h, w), resample,
                                                                   max_pixels=images.max_pixels), (3, h, w))
 
 
-def decode_shorter(item: Any, shorter: int, resample: int = 2, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """One image -> a ``(3, height, width)`` uint8 array with its aspect ratio, its shorter side resized
-    to ``shorter`` (antialiased, as :func:`decode_resized`) when it is longer; smaller images keep their size."""
-    import torch
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-
-    img = load_image(item, max_pixels=max_pixels)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
-    h, w = pixels.shape[1:]
-    if min(h, w) <= shorter:
-        return pixels.numpy()
-    size = [shorter, round(w * shorter / h)] if h <= w else [round(h * shorter / w), shorter]
-    mode = getattr(InterpolationMode, _INTERPOLATIONS[resample])
-    return F.resize(pixels, size, interpolation=mode, antialias=True).numpy()
-
-
 def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> list[np.ndarray]:
     """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a list
     of ``(3, h, w)`` uint8 arrays, for random crops drawn on each image's own geometry. Stored and
     memory-mapped like :func:`decoded_pixels`."""
-    from transferkit.common.decode_cache import DecodeCache
-
-    on_disk = all(isinstance(x, (str, os.PathLike)) for x in images.items)
-    if cache is None or (not on_disk and not cache.memory):
-        cache = DecodeCache(cache.root if cache is not None else None, memory=not on_disk)
+    cache = _cache_for(images, cache)
 
     def build() -> tuple[list[np.ndarray], dict]:
         arrays = cache.decode_all(len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
@@ -349,3 +342,12 @@ def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any
     flat, meta = cache.ragged(key, build)
     return [a.reshape(shape) for a, shape in zip(flat, meta["shapes"])]
 
+
+def _cache_for(images: ImageSet, cache: Any) -> Any:
+    """``cache`` for image files; a process-memory cache for in-memory images (nothing to read back later)."""
+    from transferkit.common.decode_cache import DecodeCache
+
+    on_disk = all(isinstance(x, (str, os.PathLike)) for x in images.items)
+    if cache is None or (not on_disk and not cache.memory):
+        cache = DecodeCache(cache.root if cache is not None else None, memory=not on_disk)
+    return cache
