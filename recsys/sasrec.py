@@ -96,16 +96,17 @@ class SASRecNet(nn.Module):
             self.delta = nn.Parameter(torch.zeros(n_items, d)) if mode == "partial" else None
         self.position = nn.Parameter(torch.randn(config.max_len, d, generator=gen) * 0.02)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(d, config.heads, dim_feedforward=d, dropout=config.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        # the torch default initialisation draws from the global generator: seed it for this model
+        # torch's default initialisation draws from the global generator: seed it for this model, so that
+        # the same seed gives the same start (and leave the caller's generator as it was)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
+            layer = nn.TransformerEncoderLayer(d, config.heads, dim_feedforward=d, dropout=config.dropout,
+                                               activation="gelu", batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
             for p in self.blocks.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
+        self.norm = nn.LayerNorm(d)
 
     @property
     def n_items(self) -> int:
