@@ -496,6 +496,7 @@ def sequential_main(args) -> int:
             *lines, f"Total {time.perf_counter() - start:.0f} s."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    text = recsys_seq.with_commit(text)
     (out / f"{name}.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
     print(f"RESULT {name} " + " ".join(f"{k}={v:.4f}" for k, v in seq_result(info).items()))
@@ -609,6 +610,7 @@ def main(argv=None) -> int:
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lines = recsys_seq.with_commit(lines)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     best_a = max(r[1][f"ndcg@{K}"] for r in warm_rows + more_rows if not r[0].startswith("popularity"))

@@ -163,6 +163,17 @@ def goal_lines(label: str, seq_rows: list, pop_rows: list, runs: dict) -> list[s
     return lines
 
 
+def with_commit(lines: list[str]) -> list[str]:
+    """benchinfo reads .git as a folder; in a git worktree it is a file: ask git for HEAD instead."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return lines
+    return [f"- Commit: `{head}` (HEAD when run, from git rev-parse; uncommitted changes are not detected)"
+            if line.startswith("- Commit: `unknown") else line for line in lines]
+
+
 # -- speed and size --------------------------------------------------------------------------------------
 def generated_events(n_events: int, n_items: int, per_user: int = 50, seed: int = 0):
     """``n_events`` distinct (user, item) pairs: users walk a catalogue, half the steps to the next item,
