@@ -257,6 +257,8 @@ def section(splits: dict, titles: dict, encode_s: float, starts: dict, seeds: li
         pops = popularity_rows(d, scored, seeds[0])
         rows, runs = sequential_rows(d, tables, titles, starts[label], seeds, epochs, scored, out / label)
         lines += [f"### {label}", "", *table(pops + rows, d["group"]), "", *goal_lines(label, rows, pops, runs), ""]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "partial.md").write_text("\n".join(lines) + "\n")  # what is done so far, should a run be cut short
         info[label] = {r[0]: round(r[1]["group_in"][0], 4) for r in pops + rows}
     lines.append(f"Title embeddings for the content start: {encode_s:.1f} s once for the whole catalogue "
                  "(not in any row's train seconds).")
