@@ -212,7 +212,16 @@ class SequentialRecommender(Recommender):
         if config is not None and loop:
             raise ValueError(f"pass a TrainConfig or keyword settings ({sorted(loop)}), not both")
         if config is None:
-            defaults = {"output_dir": tempfile.mkdtemp(prefix="transferkit-seq-"), "epochs": 20, "batch_size": 128,
+            from accelerate.utils import broadcast_object_list
+
+            from transferkit.common.trainer import process_state
+
+            procs = process_state()
+            # under several processes they all write into the main process's temporary folder
+            folder = [tempfile.mkdtemp(prefix="transferkit-seq-") if procs.is_main_process else None]
+            if procs.num_processes > 1:
+                broadcast_object_list(folder)
+            defaults = {"output_dir": folder[0], "epochs": 20, "batch_size": 128,
                         "lr": 1e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "progress": False, "plot": False}
             config = TrainConfig(**{**defaults, **loop})
         cols = np.array([self.item_index.get(i, -1) for i in train.item_ids], dtype=np.int64)
