@@ -428,16 +428,27 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
     torch.set_num_threads(args.threads)
     seeds = [args.seed + i for i in range(1 if args.smoke else args.seq_seeds)]
     epochs = 1 if args.smoke else args.seq_epochs
-    llo = recsys_seq.split_llo(ratings, events, binary)
-    base_llo = pretrain(llo["train"], num_threads=args.threads, seed=args.seed, iterations=3 if args.smoke else 15,
-                        **ALS)
+    wanted = args.seq_splits.split(",") if args.only_sequential else ["a", "h", "llo"]
+    if args.only_sequential and args.speed == "only":
+        wanted = []
+    splits = {}
+    if "a" in wanted:
+        splits["(a) time split"] = (a, base_a)
+    if "h" in wanted:
+        splits["(h) half-known"] = (h, base_h)
+    if "llo" in wanted:
+        llo = recsys_seq.split_llo(ratings, events, binary)
+        splits["leave-last-out"] = (llo, pretrain(llo["train"], num_threads=args.threads, seed=args.seed,
+                                                  iterations=3 if args.smoke else 15, **ALS))
     all_starts = SEQ_STARTS[:1] if args.smoke else SEQ_STARTS
-    starts = {"(a) time split": all_starts, "(h) half-known": all_starts, "leave-last-out": all_starts}
-    splits = {"(a) time split": (a, base_a), "(h) half-known": (h, base_h), "leave-last-out": (llo, base_llo)}
     out = Path(args.out) / "recsys_seq_runs"
-    lines, info = recsys_seq.section(splits, titles[0], titles[1], starts, seeds, epochs, scored, table, out)
+    lines, info = recsys_seq.section(splits, titles[0], titles[1], {k: all_starts for k in splits}, seeds, epochs,
+                                     scored, table, out)
     scale = 5000 if args.smoke else args.scale_events
-    speed = recsys_seq.speed_lines(Path(__file__), Path(args.data), args.threads, scale, out, skip_ml100k=args.smoke)
+    speed = []
+    if not args.only_sequential or args.speed != "no":
+        speed = recsys_seq.speed_lines(Path(__file__), Path(args.data), args.threads, scale, out,
+                                       skip_ml100k=args.smoke)
     arch = ", ".join(f"{k} {v}" for k, v in recsys_seq.SEQ.items())
     loop = ", ".join(f"{k} {v}" for k, v in recsys_seq.LOOP.items() if k in ("batch_size", "lr", "weight_decay"))
     head = [
@@ -459,7 +470,8 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
         "published ml-100k SASRec figure is not quoted here: it is not known to this benchmark precisely enough to "
         "stand as an anchor.",
         "",
-        *lines, "", "### Speed and size (one scratch model, one epoch, each in its own process)", "", *speed, "",
+        *lines, "",
+        *(["### Speed and size (one scratch model, one epoch, each in its own process)", "", *speed, ""] if speed else []),
     ]
     return head, info
 
@@ -467,7 +479,8 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
 def seq_result(info: dict) -> dict:
     """RESULT entries of section (s): NDCG@K on users with history of each split's sequential scratch row."""
     short = {"(a) time split": "a", "(h) half-known": "h", "leave-last-out": "llo"}
-    return {f"seq_{short[label]}_scratch_in": rows["sequential from scratch"] for label, rows in info.items()}
+    return {f"seq_{short[label]}_scratch_in": rows["sequential from scratch"] for label, rows in info.items()
+            if "sequential from scratch" in rows}
 
 
 def sequential_main(args) -> int:
@@ -489,7 +502,8 @@ def sequential_main(args) -> int:
         titles = recsys_seq.title_vectors(movies, args.encoder)
         lines, info = sequential_part(args, ratings, movies, a, pretrain(a["history"], **common), h,
                                       pretrain(h["history"], **common), titles)
-    name = "recsys_ml100k_sequential" + ("_smoke" if args.smoke else "")
+    name = "recsys_ml100k_sequential" + ("" if args.seq_splits == "a,h,llo" else "_" + args.seq_splits.replace(",", "_"))
+    name += {"no": "", "yes": "", "only": "_speed"}[args.speed] + ("_smoke" if args.smoke else "")
     text = [f"# {name}", "", *benchinfo.machine_lines(load_before, benchinfo.load_average(), "fp32 (torch on the CPU)",
                                                       f"{args.threads} (torch, BLAS and implicit, --threads)"),
             f"- Data: MovieLens 100K, {len(ratings)} ratings; the splits of benchmarks/recsys_ml100k.py", "",
@@ -515,7 +529,11 @@ def main(argv=None) -> int:
     parser.add_argument("--only-sequential", action="store_true", help="only section (s): the sequential rows, "
                         "their popularity variants, speed and size (written to recsys_ml100k_sequential.md)")
     parser.add_argument("--seq-seeds", type=int, default=3, help="seeds of every sequential row")
-    parser.add_argument("--seq-epochs", type=int, default=4, help="training epochs of every sequential model")
+    parser.add_argument("--seq-epochs", type=int, default=3, help="training epochs of every sequential model")
+    parser.add_argument("--seq-splits", default="a,h,llo", help="with --only-sequential: which splits (a, h, llo) "
+                        "get sequential rows; the file name then names them")
+    parser.add_argument("--speed", choices=["yes", "no", "only"], default="yes",
+                        help="with --only-sequential: also (yes), not (no) or only (only) the speed and size rows")
     parser.add_argument("--scale-events", type=int, default=1_000_000, help="generated events of the speed test")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one speed measurement in its own process
     args = parser.parse_args(argv)

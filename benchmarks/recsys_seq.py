@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 K = 10
-SEQ = {"dim": 64, "layers": 2, "heads": 2, "max_len": 50, "dropout": 0.2}
-LOOP = {"batch_size": 128, "lr": 2e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "save_checkpoints": False,
+SEQ = {"dim": 32, "layers": 2, "heads": 2, "max_len": 50, "dropout": 0.2, "train_windows": "latest"}
+LOOP = {"batch_size": 32, "lr": 3e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "save_checkpoints": False,
         "progress": False, "plot": False}
 POP_HALF_LIVES = [7 * 86400.0, 14 * 86400.0, 30 * 86400.0, 60 * 86400.0, float("inf")]
 

@@ -43,6 +43,10 @@ class SequentialConfig:
     heads: int = setting(2, "Attention heads per block (must divide dim).", ge=1)
     max_len: int = setting(50, "Most recent items a user is represented by (longer histories are cut into "
                                 "windows of this length for training).", ge=2)
+    train_windows: str = setting("latest", "latest: each user trains on their latest max_len + 1 items, as in "
+                                           "the SASRec paper; all: the whole history, cut into windows of that "
+                                           "length from its end (more data per epoch, slower).",
+                                 choices=("latest", "all"))
     dropout: float = setting(0.2, "Dropout on embeddings, attention and feed-forward outputs.", ge=0, lt=1)
     item_training: str = setting("finetune", "With pretrained item rows: frozen (rows fixed; the projection and "
                                               "the attention learn), partial (rows fixed plus a residual table "

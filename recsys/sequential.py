@@ -51,13 +51,15 @@ def sequences(inter: Interactions, item_cols: np.ndarray | None = None) -> list[
     return [ordered[bounds[u]:bounds[u + 1]] for u in range(inter.n_users)]
 
 
-def windows(seqs: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def windows(seqs: Sequence[np.ndarray], max_len: int, latest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) of training: each sequence cut from its end into windows of ``max_len`` + 1
-    items; inputs are the window without its last item, targets shifted by one; 0 pads on the left."""
+    items (only the last window with ``latest``); inputs are the window without its last item, targets
+    shifted by one; 0 pads on the left."""
     inputs, targets = [], []
     for seq in seqs:
         seq = np.asarray(seq, np.int64) + 1
-        for end in range(len(seq), 1, -max_len):
+        ends = range(len(seq), 1, -max_len)
+        for end in ends[:1] if latest else ends:
             chunk = seq[max(0, end - max_len - 1):end]
             x, y = np.zeros(max_len, np.int64), np.zeros(max_len, np.int64)
             x[max_len - len(chunk) + 1:], y[max_len - len(chunk) + 1:] = chunk[:-1], chunk[1:]
@@ -228,7 +230,8 @@ class SequentialRecommender(Recommender):
         unknown = int((cols[train.items] < 0).sum())
         if unknown:
             log.info("fit: skipped %d events on items outside the model's catalogue", unknown)
-        inputs, targets = windows(sequences(train, cols), self.config.max_len)
+        inputs, targets = windows(sequences(train, cols), self.config.max_len,
+                                  latest=self.config.train_windows == "latest")
         self.user_ids = list(train.user_ids)
         self.__dict__.pop("user_index", None)
         self.user_counts = train.user_counts()

@@ -58,6 +58,10 @@ def test_sequences_follow_time_and_windows_shift_by_one():
     x, y = windows(seqs, max_len=2)  # a's three items give one window; b's single item none
     assert x.tolist() == [[inter.item_index["x"] + 1, inter.item_index["y"] + 1]]
     assert y.tolist() == [[inter.item_index["y"] + 1, inter.item_index["z"] + 1]]
+    x, y = windows([np.arange(5)], max_len=2)  # items 1..5 (0 pads): windows [3, 4, 5] and [1, 2, 3]
+    assert x.tolist() == [[3, 4], [1, 2]] and y.tolist() == [[4, 5], [2, 3]]
+    x, y = windows([np.arange(5)], max_len=2, latest=True)  # only the latest, as in the SASRec paper
+    assert x.tolist() == [[3, 4]] and y.tolist() == [[4, 5]]
     with pytest.raises(ValueError, match="time="):
         sequences(Interactions.from_arrays(["a"], ["x"]))
 
