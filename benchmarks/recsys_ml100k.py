@@ -498,10 +498,13 @@ def sequential_main(args) -> int:
     ratings, movies = load(Path(args.data), args.smoke)
     common = {"num_threads": args.threads, "seed": args.seed, "iterations": 3 if args.smoke else 15, **ALS}
     with threadpool_limits(limits=args.threads):
-        a, h = split_a(ratings), split_h(ratings)
-        titles = recsys_seq.title_vectors(movies, args.encoder)
-        lines, info = sequential_part(args, ratings, movies, a, pretrain(a["history"], **common), h,
-                                      pretrain(h["history"], **common), titles)
+        if args.speed == "only":  # no split, no title
+            lines, info = sequential_part(args, ratings, movies, {}, None, {}, None, ({}, 0.0))
+        else:
+            a, h = split_a(ratings), split_h(ratings)
+            titles = recsys_seq.title_vectors(movies, args.encoder)
+            lines, info = sequential_part(args, ratings, movies, a, pretrain(a["history"], **common), h,
+                                          pretrain(h["history"], **common), titles)
     name = "recsys_ml100k_sequential" + ("" if args.seq_splits == "a,h,llo" else "_" + args.seq_splits.replace(",", "_"))
     name += {"no": "", "yes": "", "only": "_speed"}[args.speed] + ("_smoke" if args.smoke else "")
     text = [f"# {name}", "", *benchinfo.machine_lines(load_before, benchinfo.load_average(), "fp32 (torch on the CPU)",
