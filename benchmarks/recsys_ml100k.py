@@ -440,7 +440,7 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
         llo = recsys_seq.split_llo(ratings, events, binary)
         splits["leave-last-out"] = (llo, pretrain(llo["train"], num_threads=args.threads, seed=args.seed,
                                                   iterations=3 if args.smoke else 15, **ALS))
-    all_starts = SEQ_STARTS[:1] if args.smoke else SEQ_STARTS
+    all_starts = SEQ_STARTS[:1] if args.smoke else args.seq_starts.split(",")
     out = Path(args.out) / "recsys_seq_runs"
     lines, info = recsys_seq.section(splits, titles[0], titles[1], {k: all_starts for k in splits}, seeds, epochs,
                                      scored, table, out)
@@ -502,7 +502,7 @@ def sequential_main(args) -> int:
             lines, info = sequential_part(args, ratings, movies, {}, None, {}, None, ({}, 0.0))
         else:
             a, h = split_a(ratings), split_h(ratings)
-            titles = recsys_seq.title_vectors(movies, args.encoder)
+            titles = recsys_seq.title_vectors(movies, args.encoder) if "content" in args.seq_starts else ({}, 0.0)
             lines, info = sequential_part(args, ratings, movies, a, pretrain(a["history"], **common), h,
                                           pretrain(h["history"], **common), titles)
     name = "recsys_ml100k_sequential" + ("" if args.seq_splits == "a,h,llo" else "_" + args.seq_splits.replace(",", "_"))
@@ -535,6 +535,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-epochs", type=int, default=3, help="training epochs of every sequential model")
     parser.add_argument("--seq-splits", default="a,h,llo", help="with --only-sequential: which splits (a, h, llo) "
                         "get sequential rows; the file name then names them")
+    parser.add_argument("--seq-starts", default=",".join(SEQ_STARTS), help="with --only-sequential: which starts "
+                        f"train ({', '.join(SEQ_STARTS)})")
     parser.add_argument("--speed", choices=["yes", "no", "only"], default="yes",
                         help="with --only-sequential: also (yes), not (no) or only (only) the speed and size rows")
     parser.add_argument("--scale-events", type=int, default=1_000_000, help="generated events of the speed test")
