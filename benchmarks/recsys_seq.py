@@ -163,14 +163,24 @@ def goal_lines(label: str, seq_rows: list, pop_rows: list, runs: dict) -> list[s
     return lines
 
 
-def with_commit(lines: list[str]) -> list[str]:
-    """benchinfo reads .git as a folder; in a git worktree it is a file: ask git for HEAD instead."""
+def head_commit() -> str | None:
+    """HEAD from git (benchinfo reads .git as a folder; in a git worktree it is a file)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+HEAD_AT_START = head_commit()  # read when the benchmark starts: the code that ran
+
+
+def with_commit(lines: list[str]) -> list[str]:
+    """The commit line with HEAD at the start of the run when benchinfo could not read it."""
+    head = HEAD_AT_START
+    if head is None:
         return lines
-    return [f"- Commit: `{head}` (HEAD when run, from git rev-parse; uncommitted changes are not detected)"
+    return [f"- Commit: `{head}` (HEAD when the run started, from git rev-parse; uncommitted changes are not detected)"
             if line.startswith("- Commit: `unknown") else line for line in lines]
 
 
