@@ -121,10 +121,11 @@ def sequential_rows(d: dict, tables, titles: dict, starts: list[str], seeds: lis
     for start in starts:
         runs[start] = [run_start(d, start, tables, titles, s, epochs, scored, out) for s in seeds]
         ins = [r["result"]["group_in"][0] for r in runs[start]]
+        alls = [r["result"][f"ndcg@{K}"] for r in runs[start]]
         rows.append((f"sequential {STARTS[start]}", mean_result(runs[start]), epochs,
                      float(np.mean([r["train_s"] for r in runs[start]])),
                      f"mean of seeds {', '.join(map(str, seeds))}; with history: std {np.std(ins):.4f}, "
-                     f"range {min(ins):.4f}-{max(ins):.4f}"))
+                     f"range {min(ins):.4f}-{max(ins):.4f}; all users: range {min(alls):.4f}-{max(alls):.4f}"))
     return rows, runs
 
 
