@@ -26,6 +26,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -441,7 +442,7 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
         splits["leave-last-out"] = (llo, pretrain(llo["train"], num_threads=args.threads, seed=args.seed,
                                                   iterations=3 if args.smoke else 15, **ALS))
     all_starts = SEQ_STARTS[:1] if args.smoke else args.seq_starts.split(",")
-    out = Path(args.out) / "recsys_seq_runs"
+    out = Path(tempfile.mkdtemp(prefix="recsys-seq-runs-"))  # each run's Trainer folder; not a result
     lines, info = recsys_seq.section(splits, titles[0], titles[1], {k: all_starts for k in splits}, seeds, epochs,
                                      scored, table, out)
     scale = 5000 if args.smoke else args.scale_events
