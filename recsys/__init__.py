@@ -40,11 +40,15 @@ from .tuning import DevSelection, dev_trials, select_on_dev
 
 
 def __getattr__(name: str):
-    # EmbeddingModel needs torch; importing it lazily keeps `import transferkit.recsys` light
+    # EmbeddingModel and the sequential model need torch; importing it lazily keeps `import transferkit.recsys` light
     if name == "EmbeddingModel":
         from .model import EmbeddingModel
 
         return EmbeddingModel
+    if name in ("SequentialConfig", "SequentialRecommender"):
+        from . import sasrec, sequential
+
+        return getattr(sequential if name == "SequentialRecommender" else sasrec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -69,8 +73,10 @@ __all__ = [
     "ItemKNNConfig",
     "LMFConfig",
     "PopularityBlend",
-    "Recommender",
     "RecommendConfig",
+    "Recommender",
+    "SequentialConfig",
+    "SequentialRecommender",
     "Split",
     "WarmStartConfig",
     "align",

@@ -23,8 +23,11 @@ def test_recsys_ml100k_smoke(tmp_path, capsys):
     assert "Warm start" in report and "Cold-start movies" in report and "Commit:" in report
     assert "Half-known new period" in report and "EASE" in report and "popularity blend" in report
     assert "dev-chosen" in report and "Load average" in report
+    assert "Sequential" in report and "leave-last-out" in report and "sequential from scratch" in report
+    assert "peak RSS" in report  # speed and size of the sequential model
     result = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
     assert len(result) == 1
     values = dict(kv.split("=") for kv in result[0].split()[2:])
     assert 0.0 <= float(values["cold_ridge_ndcg"]) <= 1.0 and int(values["cold_movies"]) > 0
     assert 0.0 <= float(values["best_a_ndcg"]) <= 1.0 and float(values["half_warm_time_ratio"]) > 0
+    assert all(0.0 <= float(values[f"seq_{s}_scratch_in"]) <= 1.0 for s in ("a", "h", "llo"))
