@@ -66,6 +66,8 @@ class WhisperConfig:
     max_new_tokens: int = setting(128, "Cap on generated tokens per clip (a loop stops there).", ge=1, le=440)
     num_beams: int = setting(1, "Beam width at evaluation and prediction (1: greedy).", ge=1)
     no_repeat_ngram_size: int = setting(5, "Never generate an n-gram twice (against hallucinated repeats; 0: off).", ge=0)
+    window_seconds: int | None = setting(None, "Shorten the encoder's 30 s window to this many seconds (a CPU "
+                                         "speed-up: encoder cost falls with it); None keeps the checkpoint's.", ge=1, le=30)
     normalizer: str = setting("basic", "Text normaliser before WER/CER: basic, or spoken_digits (digits spelled "
                               "out as words).", choices=NORMALIZERS)
 
@@ -93,6 +95,31 @@ class WhisperBody(Encoder):
                   block("encoder.norm", enc.layer_norm), block("decoder.stem", dec.embed_tokens, dec.embed_positions),
                   *[block(f"decoder.layer{i}", layer) for i, layer in enumerate(dec.layers)], block("top", dec.layer_norm)]
         return self._without_pinned(blocks)
+
+
+def shorten_window(model: nn.Module, processor: Any, seconds: int) -> None:
+    """Make the encoder hear ``seconds`` instead of its checkpoint's window (30 s): the first
+    ``50 * seconds`` position vectors are kept and the feature extractor pads to the new window.
+
+    Whisper was trained on 30-s windows of speech followed by silence; a shorter window keeps the
+    speech and drops most of that silence, so the encoder's cost falls about in proportion. The
+    config and the feature extractor are both changed, so an export loads in ``pipeline`` with the
+    same window. A window at least as long as the checkpoint's changes nothing.
+    """
+    from transformers import WhisperFeatureExtractor
+
+    fe, enc = processor.feature_extractor, model.model.encoder
+    positions = seconds * fe.sampling_rate // fe.hop_length // (enc.conv1.stride[0] * enc.conv2.stride[0])
+    if positions >= model.config.max_source_positions:
+        return
+    table = nn.Embedding(positions, model.config.d_model)
+    table.weight.data.copy_(enc.embed_positions.weight.data[:positions])
+    table.requires_grad_(False)
+    enc.embed_positions, enc.max_source_positions = table, positions
+    model.config.max_source_positions = positions
+    processor.feature_extractor = WhisperFeatureExtractor(
+        feature_size=fe.feature_size, sampling_rate=fe.sampling_rate, hop_length=fe.hop_length, chunk_length=seconds,
+        n_fft=fe.n_fft, padding_value=fe.padding_value)
 
 
 def _mean_encoder_state(module: nn.Module, input_features: torch.Tensor, **_: Any) -> torch.Tensor:
@@ -151,6 +178,8 @@ class WhisperRecognizer(TransferTask):
         self.model, self.processor = model, processor
         self.asr_config = config or WhisperConfig()
         self.multilingual = bool(getattr(model.generation_config, "lang_to_id", None))
+        if self.asr_config.window_seconds:
+            shorten_window(model, processor, self.asr_config.window_seconds)
         self._set_generation()
         self._encoder = WhisperBody(model, spec or str(model.name_or_path), processor.feature_extractor)
         self._head = nn.ModuleDict()  # nothing new: the pretrained vocabulary projection is kept
