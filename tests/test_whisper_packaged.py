@@ -42,6 +42,12 @@ def test_tiny_en_loads_strictly_and_transcribes_a_real_digit():
     assert set(saved) == expected
     gen = model.generation_config
     assert not getattr(gen, "lang_to_id", None) and gen.decoder_start_token_id == 50257 and gen.no_timestamps_token_id == 50362
+    # the same spec gives AudioClassifier Whisper's encoder, with the converted weights
+    from transferkit.common.encoders import load_encoder
+
+    enc = load_encoder("packaged:whisper_tiny_en")
+    conv = next(p for n, p in enc.named_parameters() if n.endswith("conv1.weight"))
+    assert enc.spec == "packaged:whisper_tiny_en" and conv.equal(model.model.encoder.conv1.weight)
     if not FSDD.is_dir():
         pytest.skip(f"{FSDD} not found (FSDD is read from ../shared/data)")
     asr = WhisperRecognizer.from_pretrained("packaged:whisper_tiny_en")
