@@ -143,7 +143,12 @@ def main() -> None:
     p.add_argument("--base-strategies", default="partial")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="asr-transfer-runs")
+    p.add_argument("--parts", default="tiny,base,de,ctc", help="which groups of rows to run (tiny: tiny.en on FSDD; "
+                   "base: base on FSDD; de: base on German sentences; ctc: the CTC row); data are the same in every part")
+    p.add_argument("--report-from", nargs="+", help="write the report from the JSON lines a run printed (a log), without training")
     args = p.parse_args()
+    if args.report_from:
+        return report_from_log(args)
     if args.smoke:
         args.train, args.dev, args.test, args.epochs, args.ctc_epochs = 8, 4, 4, 1, 1
         args.strategies, args.base_strategies = "partial", "partial"
@@ -169,16 +174,17 @@ def main() -> None:
              "espeak_en_test": len(en_test), "espeak_de_train": len(de_train), "espeak_de_test": len(de_test)}
     print(json.dumps(facts), flush=True)
 
-    rows = []
+    rows, parts = [], args.parts.split(",")
     tests = {"fsdd": test, "espeak_en": en_test}
-    for strategy in [None, *args.strategies.split(",")]:
+    for strategy in [None, *args.strategies.split(",")] if "tiny" in parts else []:
         rows.append(run_whisper("packaged:whisper_tiny_en", strategy, train, dev, tests, out, args))
-    for strategy in [None, *args.base_strategies.split(",")]:
+    for strategy in [None, *args.base_strategies.split(",")] if "base" in parts else []:
         rows.append(run_whisper("packaged:whisper_base", strategy, train, dev, {"fsdd": test}, out, args, language="en"))
-    for strategy in [None, *args.base_strategies.split(",")]:
+    for strategy in [None, *args.base_strategies.split(",")] if "de" in parts else []:
         rows.append(run_whisper("packaged:whisper_base", strategy, de_train, None, {"espeak_de": de_test}, out, args,
                                 language="de"))
-    rows.append(run_ctc(train, dev, test, out, args))
+    if "ctc" in parts:
+        rows.append(run_ctc(train, dev, test, out, args))
     (out / "asr_transfer.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n")
     import subprocess
 
@@ -186,6 +192,20 @@ def main() -> None:
     machine = benchinfo.machine_lines(load_before, benchinfo.load_average(), "fp32", threads) + [f"- git rev-parse HEAD: `{head}`"]
     lines = report(rows, facts, args, machine)
     benchinfo.write_results(args.results_dir, "asr_transfer", args.smoke, lines)
+
+
+def report_from_log(args) -> None:
+    """The report from the JSON lines runs printed (each log: its facts first, then one line per row); runs
+    with ``--parts`` on the same data (same sizes and seed: the facts must agree) merge into one report."""
+    facts, rows = None, []
+    for log in args.report_from:
+        lines = [json.loads(x) for x in Path(log).read_text().splitlines() if x.startswith("{")]
+        if facts is not None and lines[0] != facts:
+            raise ValueError(f"{log} ran on other data than {args.report_from[0]}: {lines[0]} != {facts}")
+        facts, rows = lines[0], rows + lines[1:]
+    machine = [f"- Rows merged from the logs of {len(args.report_from)} run(s) on the same data "
+               f"(`--report-from {' '.join(args.report_from)}`); machine, load and commands are stated below."]
+    benchinfo.write_results(args.results_dir, "asr_transfer", args.smoke, report(rows, facts, args, machine))
 
 
 def report(rows: list[dict], facts: dict, args, machine: list[str]) -> list[str]:
