@@ -107,7 +107,7 @@ def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, epochs: int, see
 # Corpus sizes and epochs of the full demo (a few CPU-minutes) and of the toy run (quick=True, seconds).
 SIZES = {
     "full": {"source_words": 20, "source_clips": 2000, "source_epochs": 4, "kws_per_digit": 5, "ctc_train": 600,
-             "test_clips": 200, "target_epochs": 20, "ctc_epochs": 10, "whisper_train": 48, "whisper_test": 48,
+             "test_clips": 200, "target_epochs": 20, "ctc_epochs": 10, "whisper_train": 32, "whisper_test": 32,
              "whisper_epochs": 2},
     "quick": {"source_words": 3, "source_clips": 24, "source_epochs": 1, "kws_per_digit": 1, "ctc_train": 8,
               "test_clips": 10, "target_epochs": 1, "ctc_epochs": 1, "whisper_train": 4, "whisper_test": 4,

