@@ -111,7 +111,7 @@ SIZES = {
              "whisper_epochs": 2},
     "quick": {"source_words": 3, "source_clips": 24, "source_epochs": 1, "kws_per_digit": 1, "ctc_train": 8,
               "test_clips": 10, "target_epochs": 1, "ctc_epochs": 1, "whisper_train": 4, "whisper_test": 4,
-             "whisper_epochs": 1},
+              "whisper_epochs": 1},
 }
 
 
