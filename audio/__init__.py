@@ -5,6 +5,7 @@ Example:
 """
 
 from . import packaged  # noqa: F401  (registers packaged:speech_embedding and packaged:speaker_encoder)
+from . import whisper_weights  # noqa: F401  (registers packaged:whisper_tiny_en and packaged:whisper_base)
 from .audit import ClipChecks, audit
 from .augment import WaveAugment
 from .classifier import AudioClassifier
@@ -15,6 +16,7 @@ from .pretrain import pretrain
 from .recognizer import SpeechRecognizer
 from .reference import MfccLogReg
 from .vocab import build_vocab, make_processor
+from .whisper import WhisperConfig, WhisperRecognizer
 
 __all__ = [
     "AudioClassifier",
@@ -29,6 +31,8 @@ __all__ = [
     "PretrainConfig",
     "SpeechRecognizer",
     "WaveAugment",
+    "WhisperConfig",
+    "WhisperRecognizer",
     "audit",
     "build_vocab",
     "error_rates",

@@ -12,6 +12,7 @@ from transferkit.common.audit import AuditConfig
 from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
 
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
+from .whisper_cli import add_whisper_verbs
 
 _MODEL_HELP = "Hub id or local Hugging Face folder of a wav2vec2-family encoder."
 
@@ -61,6 +62,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         # the flag before the front-end setting became a config field; still accepted
         verb.add_argument("--train-feature-encoder", dest="freeze_feature_encoder", action="store_false",
                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_whisper_verbs(verbs)  # fit-whisper (audio/whisper_cli.py)
     add_verb(verbs, "pretrain", _pretrain, "continue wav2vec2 self-supervised pretraining on unlabelled audio",
              PretrainArgs, PretrainConfig, TrainConfig)
     add_model_verbs(verbs, _task, evaluate_help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",

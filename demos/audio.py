@@ -23,6 +23,7 @@ from transferkit.audio import AudioClassifier, MfccLogReg, SpeechRecognizer
 from transferkit.audio.encoder import default_feature_extractor
 from transferkit.common.encoders import quiet_transformers
 from transferkit.demos.speech_corpus import DIGIT_WORDS, SOURCE_WORDS, split_voices, word_clips
+from transferkit.demos.whisper_demo import whisper_rows
 
 __all__ = ["MODEL", "SIZES", "gabor_filterbank", "random_wav2vec2", "run_demo"]
 
@@ -106,9 +107,11 @@ def _train_ctc(spec: Path, train: Any, test: Any, run: Path, *, epochs: int, see
 # Corpus sizes and epochs of the full demo (a few CPU-minutes) and of the toy run (quick=True, seconds).
 SIZES = {
     "full": {"source_words": 20, "source_clips": 2000, "source_epochs": 4, "kws_per_digit": 5, "ctc_train": 600,
-             "test_clips": 200, "target_epochs": 20, "ctc_epochs": 10},
+             "test_clips": 200, "target_epochs": 20, "ctc_epochs": 10, "whisper_train": 32, "whisper_test": 32,
+             "whisper_epochs": 2},
     "quick": {"source_words": 3, "source_clips": 24, "source_epochs": 1, "kws_per_digit": 1, "ctc_train": 8,
-              "test_clips": 10, "target_epochs": 1, "ctc_epochs": 1},
+              "test_clips": 10, "target_epochs": 1, "ctc_epochs": 1, "whisper_train": 4, "whisper_test": 4,
+              "whisper_epochs": 1},
 }
 
 
@@ -132,7 +135,8 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, quick: bool = False, **sizes
 
 
 def _run(out: Path, seed: int, *, source_words: int, source_clips: int, source_epochs: int, kws_per_digit: int,
-         ctc_train: int, test_clips: int, target_epochs: int, ctc_epochs: int) -> str:
+         ctc_train: int, test_clips: int, target_epochs: int, ctc_epochs: int, whisper_train: int, whisper_test: int,
+         whisper_epochs: int) -> str:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -194,6 +198,11 @@ def _run(out: Path, seed: int, *, source_words: int, source_clips: int, source_e
         ctc_rows.append({"task": "CTC transcription", "method": method, "labels": f"{ctc_train} utterances", **res})
     timings["ctc"] = time.perf_counter() - t0
     rows += ctc_rows
+    # -- (c) a real pretrained recognizer on the same held-out voices (demos/whisper_demo.py).
+    t0 = time.perf_counter()
+    rows += whisper_rows(ctc_tr, ctc_te, runs / "whisper", n_train=whisper_train, n_test=whisper_test,
+                         epochs=whisper_epochs, seed=seed)
+    timings["whisper"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
     facts = {"seed": seed, "sampling_rate": 16_000, "model": MODEL,

@@ -11,6 +11,8 @@ import pytest
 from transferkit.audio.audit import ClipChecks
 from transferkit.audio.cli import AudioAuditArgs, AudioFitArgs, CTCFitArgs, PretrainArgs
 from transferkit.audio.config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
+from transferkit.audio.whisper import WhisperConfig
+from transferkit.audio.whisper_cli import WhisperFitArgs
 from transferkit.common import TrainConfig
 from transferkit.common.audit import AuditConfig
 from transferkit.common.cli import CurveArgs, EvaluateArgs, ExportArgs, PredictArgs, PushArgs, build_parser
@@ -46,6 +48,7 @@ VERBS = {
     ("audio", "fit"): _flags(AudioFitArgs) | _flags(AudioModelConfig) | _flags(ClipCrop) | TRAIN,
     ("audio", "audit"): _flags(AudioAuditArgs) | _flags(AuditConfig) | _flags(ClipChecks),
     ("audio", "fit-ctc"): _flags(CTCFitArgs) | _flags(CTCConfig) | _flags(ClipFilter) | TRAIN,
+    ("audio", "fit-whisper"): _flags(WhisperFitArgs) | _flags(WhisperConfig) | TRAIN,
     ("audio", "evaluate"): _flags(EvaluateArgs),
     ("audio", "predict"): _flags(PredictArgs),
     ("audio", "export"): _flags(ExportArgs),
