@@ -36,7 +36,7 @@ from .features import fingerprint
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # part of every key: bump when what a decoder stores changes
+VERSION = 2  # part of every key: bump when what a decoder stores changes (2: images upright by EXIF)
 
 
 def default_cache_root() -> Path:

@@ -47,10 +47,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation tag says (a phone photo taken sideways), tag removed.
+
+    ``datasets``' Image feature and ``transformers.image_utils.load_image`` (what an exported
+    ``pipeline`` reads files with) apply the same ``ImageOps.exif_transpose``, so a model trained
+    here sees the pixels its pipeline will see. Without a tag (or already turned) the image is
+    returned as it is.
+    """
+    from PIL import ImageOps
+
+    if img.getexif().get(0x0112, 1) in (None, 1):  # 0x0112: Orientation; 1 is "as stored"
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def load_image(source: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode a path, bytes, array or PIL image into an RGB PIL image, or raise :class:`ImageDecodeError`."""
+    """Decode a path, bytes, array or PIL image into an upright (:func:`upright`) RGB PIL image, or
+    raise :class:`ImageDecodeError`."""
     if isinstance(source, Image.Image):
-        return to_rgb(source)
+        return to_rgb(upright(source))
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, dict):  # datasets' Image feature without decoding: {"bytes": ..., "path": ...}
@@ -78,7 +94,7 @@ def load_image(source: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageDecodeError(f"{name}: corrupt or truncated image ({err})") from err
     if img.size[0] < 1 or img.size[1] < 1:
         raise ImageDecodeError(f"{name}: image has no pixels")
-    return to_rgb(img)
+    return to_rgb(upright(img))
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
