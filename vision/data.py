@@ -343,20 +343,14 @@ def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, c
                                                                   max_pixels=images.max_pixels), (3, h, w))
 
 
-def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> list[np.ndarray]:
-    """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a list
+def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> Sequence[np.ndarray]:
+    """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a sequence
     of ``(3, h, w)`` uint8 arrays, for random crops drawn on each image's own geometry. Stored and
     memory-mapped like :func:`decoded_pixels`."""
     cache = _cache_for(images, cache)
-
-    def build() -> tuple[list[np.ndarray], dict]:
-        arrays = cache.decode_all(len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
-                                                                        max_pixels=images.max_pixels))
-        return [a.reshape(-1) for a in arrays], {"shapes": [list(a.shape) for a in arrays]}
-
     key = ("image-aspect", images.fingerprint(), shorter, resample, images.max_pixels)
-    flat, meta = cache.ragged(key, build)
-    return [a.reshape(shape) for a, shape in zip(flat, meta["shapes"])]
+    return cache.rows(key, len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
+                                                                 max_pixels=images.max_pixels))
 
 
 def _cache_for(images: ImageSet, cache: Any) -> Any:
