@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--work", help="folder for the generated data and caches (default: a temporary one, removed)")
     args = p.parse_args()
     if args.smoke:
-        args.images, args.clips, args.events = [300, 1200], 200, 100_000
+        global IN_PROCESS
+        args.images, args.clips, args.events, IN_PROCESS = [300, 1200], 200, 100_000, True
     threads = max(args.threads, 1)
     work = Path(args.work or tempfile.mkdtemp(prefix="tk-scale-"))
     load_before, t_start = benchinfo.load_average(), time.perf_counter()
@@ -58,16 +59,25 @@ def main() -> None:
           f"warm_start_s={rows['recsys']['warm_start']['seconds']:.1f} retrain_s={rows['recsys']['retrain']['seconds']:.1f}")
 
 
+IN_PROCESS = False  # --smoke: jobs run in this process (no interpreter start per job; peaks are not per job)
+
+
 def job(spec: dict, work: Path) -> dict:
     # Each job its own $TRANSFERKIT_CACHE: nothing (not even ImageSet's memo of checked files) carries over.
     home = work / f"home-{len(list(work.glob('home-*')))}"
-    env = {**os.environ, "TRANSFERKIT_CACHE": str(home)}
-    proc = subprocess.run([sys.executable, str(HERE / "scale_jobs.py"), json.dumps(spec)], capture_output=True,
-                          text=True, env=env)
+    if IN_PROCESS:
+        import scale_jobs
+
+        os.environ["TRANSFERKIT_CACHE"] = str(home)
+        out = scale_jobs.run_job(spec)
+    else:
+        env = {**os.environ, "TRANSFERKIT_CACHE": str(home)}
+        proc = subprocess.run([sys.executable, str(HERE / "scale_jobs.py"), json.dumps(spec)], capture_output=True,
+                              text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"job {spec} failed:\n{proc.stderr[-3000:]}")
+        out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("JOB "))[4:])
     shutil.rmtree(home, ignore_errors=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"job {spec} failed:\n{proc.stderr[-3000:]}")
-    out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("JOB "))[4:])
     print(json.dumps({k: v for k, v in spec.items() if k not in ("root", "encoder", "tables")} | out), flush=True)
     return out
 

@@ -163,17 +163,22 @@ def recsys(job: dict) -> dict:
     return {"seconds": seconds, "events": seen, "test_users": len(test_f), "recall_at_10": float(recall)}
 
 
-def main() -> None:
-    job = json.loads(sys.argv[1])
+def run_job(job: dict) -> dict:
+    """Run one job in this process and measure it (peaks are this process's since it started)."""
     import torch
 
     torch.set_num_threads(job.get("threads", 1) or 1)
     if job.get("budget"):
         os.environ["TRANSFERKIT_CACHE_BUDGET"] = str(job["budget"])
+    else:
+        os.environ.pop("TRANSFERKIT_CACHE_BUDGET", None)
     meter, before = PeakMemory(), written_bytes()
     out = {"images": images, "clips": clips, "recsys": recsys}[job["kind"]](job)
-    out |= meter.stop() | {"written": written_bytes() - before, "cache_bytes": folder_bytes(job.get("cache"))}
-    print("JOB " + json.dumps(out), flush=True)
+    return out | meter.stop() | {"written": written_bytes() - before, "cache_bytes": folder_bytes(job.get("cache"))}
+
+
+def main() -> None:
+    print("JOB " + json.dumps(run_job(json.loads(sys.argv[1]))), flush=True)
 
 
 if __name__ == "__main__":
