@@ -196,7 +196,8 @@ class AudioClassifier(TransferClassifier):
         fit_set = train_set.with_options(transform=augment, min_samples=self._min_samples(True),
                                          max_seconds=max_seconds, crop="random", seed=config.seed)
         processor = self.encoder.processor
-        # The probe caches features once: of whole, un-augmented clips, never of random crops.
+        # The probe caches features once: of un-augmented clips (the middle max_seconds of longer ones), never of
+        # random crops.
         probe_set = train_set.with_options(min_samples=self._min_samples(False), max_seconds=max_seconds, crop="center")
         note_long_clips(train_set, max_seconds, "training clips are randomly cropped (the probe's features: the middle)")
         self.window_seconds = max_seconds

@@ -210,8 +210,9 @@ class AudioDataset(torch.utils.data.Dataset):
         """
         names = [str(p) for p in paths]
 
-        def decode(i: int, report: SkipReport) -> np.ndarray:
-            return load_audio(names[i], target_rate, max_clipped_fraction=max_clipped_fraction, report=report)
+        def decode(i: int, report: SkipReport) -> np.ndarray:  # soundfile, then torchcodec for other formats
+            return decode_any(names[i], target_rate, source=names[i], max_clipped_fraction=max_clipped_fraction,
+                              report=report)
 
         def build() -> AudioDataset:
             return cls._build(range(len(names)), decode, targets, names, target_rate, on_error)

@@ -3,6 +3,9 @@ allocate 32 GB; ``load_dataset("audiofolder")`` failed without torchcodec)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -163,3 +166,20 @@ def test_a_decoded_audio_decoder_reads_as_the_file(tmp_path):
         want, rate = sf.read(path, dtype="float32")
         np.testing.assert_allclose(decode_any(decoder, rate, source=path), want, atol=1e-6)
         assert np.array_equal(decode_any(decoder, SR), load_audio(path, SR))  # resampled here, as the file is
+
+
+@pytest.mark.skipif(not _torchcodec_works() or shutil.which("ffmpeg") is None, reason=FFMPEG_REASON)
+def test_a_format_soundfile_cannot_read_is_decoded_through_torchcodec(tmp_path):
+    """AAC in an M4A file: soundfile refuses it, the folder reader falls back on torchcodec (FFmpeg)."""
+    (tmp_path / "clips" / "beep").mkdir(parents=True)
+    path = tmp_path / "clips" / "beep" / "a.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1:sample_rate=8000",
+                    "-c:a", "aac", str(path)], check=True, timeout=60)
+    with pytest.raises(sf.LibsndfileError):
+        sf.read(path)
+    ds = AudioDataset.from_folder(tmp_path / "clips", target_rate=SR, cache=False)
+    assert ds.targets == ["beep"] and ds.report.n_skipped == 0
+    wave = ds.waveforms[0]
+    assert abs(len(wave) - SR) < SR // 10  # one second at 16 kHz (AAC adds a little priming)
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spectrum) * SR / len(wave) - 440) < 5  # the tone survived decoding and resampling
