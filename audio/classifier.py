@@ -15,8 +15,8 @@ from transferkit.common import TrainConfig, TrainingData, TransferClassifier, lo
 from transferkit.common.features import fingerprint
 
 from .augment import WaveAugment
-from .config import AudioModelConfig
-from .data import AudioDataset, as_audio_dataset, load_audio, prepare_waveform
+from .config import DEFAULT_MAX_SECONDS, AudioModelConfig
+from .data import AudioDataset, as_audio_dataset, clip_windows, load_audio, note_long_clips, prepare_waveform
 from .encoder import (
     AudioCollator,
     AudioEncoder,
@@ -64,13 +64,17 @@ class AudioClassifier(TransferClassifier):
         if encoder.processor is None:
             encoder.processor = default_feature_extractor()
         super().__init__(encoder, labels, strategy)
+        # Clips longer than this are scored in windows of this length (see logits); fit sets it to its crop.
+        self.window_seconds: float | None = DEFAULT_MAX_SECONDS
 
     @classmethod
     def rebuild(cls, encoder: Any, labels: list[str], info: dict) -> AudioClassifier:
         if info.get("layer_sum") and encoder.hf_model is not None and not encoder.hf_model.config.use_weighted_layer_sum:
             enable_layer_sum(encoder.hf_model)
-        return cls(encoder, labels, info.get("strategy", "finetune"),
-                   freeze_feature_encoder=info.get("feature_encoder_frozen", True))
+        clf = cls(encoder, labels, info.get("strategy", "finetune"),
+                  freeze_feature_encoder=info.get("feature_encoder_frozen", True))
+        clf.window_seconds = info.get("max_seconds", DEFAULT_MAX_SECONDS)
+        return clf
 
     @property
     def encoder(self) -> AudioEncoder:
@@ -122,10 +126,22 @@ class AudioClassifier(TransferClassifier):
 
     def logits(self, examples: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
         """Class scores per clip, batched shortest-first so that little padding enters any batch
-        (group-norm front ends such as wav2vec2-base's normalise over padded samples too)."""
-        order = np.argsort([len(w) for w in examples], kind="stable")
-        scores = super().logits([examples[i] for i in order], batch_size)
-        return scores[torch.as_tensor(np.argsort(order))]
+        (group-norm front ends such as wav2vec2-base's normalise over padded samples too).
+
+        A clip longer than :attr:`window_seconds` is scored in windows of that length (the last one
+        ends with the clip) and its score is the mean of its windows' logits: memory stays that of
+        one window, however long the recording.
+        """
+        windows, owner = clip_windows(examples, self._window_samples())
+        order = np.argsort([len(w) for w in windows], kind="stable")
+        scores = super().logits([windows[i] for i in order], batch_size)[torch.as_tensor(np.argsort(order))]
+        if len(windows) == len(examples):
+            return scores
+        pooled = torch.zeros(len(examples), scores.shape[1]).index_add_(0, torch.as_tensor(owner), scores)
+        return pooled / torch.bincount(torch.as_tensor(owner), minlength=len(examples)).clamp(min=1)[:, None]
+
+    def _window_samples(self) -> int | None:
+        return None if self.window_seconds is None else int(self.window_seconds * self.sampling_rate)
 
     def labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
         ds = as_audio_dataset(data, self.sampling_rate)
@@ -145,7 +161,7 @@ class AudioClassifier(TransferClassifier):
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: Any, eval: Any = None, *, config: TrainConfig | None = None,
-            augment: WaveAugment | None = None, max_seconds: float | None = None, **options: Any) -> dict:
+            augment: WaveAugment | None = None, max_seconds: float | None = DEFAULT_MAX_SECONDS, **options: Any) -> dict:
         """Train on ``train`` (folder, manifest, datasets.Dataset, AudioDataset or ``(arrays, labels)``),
         keeping the best epoch on ``eval``.
 
@@ -153,7 +169,10 @@ class AudioClassifier(TransferClassifier):
             augment: waveform augmentation of training clips (none by default; the linear-probe
                 stage trains on cached features of un-augmented clips).
             max_seconds: random crop of longer training clips (run_audio_classification's
-                ``max_length_seconds``); evaluation always sees whole clips.
+                ``max_length_seconds``, 20 s by default; None trains on whole clips, and one long
+                recording then sets a batch's memory). The probe's cached features and the
+                per-epoch evaluation read the middle ``max_seconds`` of longer clips (logged);
+                :meth:`evaluate` and :meth:`predict` pool windows of that length over whole clips.
             options: :class:`TrainConfig` fields (``epochs=5, lr=3e-5``) and strategy settings.
 
         Returns each stage's :class:`~transferkit.common.TrainResult`.
@@ -161,7 +180,7 @@ class AudioClassifier(TransferClassifier):
         return super().fit(train, eval, config=config, augment=augment, max_seconds=max_seconds, **options)
 
     def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: WaveAugment | None = None,
-                      max_seconds: float | None = None) -> TrainingData:
+                      max_seconds: float | None = DEFAULT_MAX_SECONDS) -> TrainingData:
         # No length grouping by default: in keyword spotting a clip's length says much about its
         # word, so length-sorted batches hold few classes each and training stalled (measured).
         train_set = as_audio_dataset(train, self.sampling_rate)
@@ -169,15 +188,19 @@ class AudioClassifier(TransferClassifier):
         self.check_labels(train_set.targets, "the training data")
         if eval_set is not None:
             self.check_labels(eval_set.targets, "the evaluation data")
-            eval_set = eval_set.with_options(min_samples=self._min_samples(False))
+            eval_set = eval_set.with_options(min_samples=self._min_samples(False), max_seconds=max_seconds, crop="center")
+            note_long_clips(eval_set, max_seconds, "evaluation clips are scored on their middle")
         if self.encoder.hf_model is not None:
             warn_if_masks_hide_clips(self.encoder.hf_model, train_set.lengths)
         self.start_training(config)
         fit_set = train_set.with_options(transform=augment, min_samples=self._min_samples(True),
                                          max_seconds=max_seconds, crop="random", seed=config.seed)
         processor = self.encoder.processor
-        # The probe caches features once: of whole, un-augmented clips, never of random crops.
-        probe_set = train_set.with_options(min_samples=self._min_samples(False))
+        # The probe caches features once: of un-augmented clips (the middle max_seconds of longer ones), never of
+        # random crops.
+        probe_set = train_set.with_options(min_samples=self._min_samples(False), max_seconds=max_seconds, crop="center")
+        note_long_clips(train_set, max_seconds, "training clips are randomly cropped (the probe's features: the middle)")
+        self.window_seconds = max_seconds
         fps = {"preprocess": fingerprint(type(processor).__name__, processor.to_dict() if hasattr(processor, "to_dict") else None),
                "train": probe_set.fingerprint()}
         if eval_set is not None:
@@ -187,7 +210,7 @@ class AudioClassifier(TransferClassifier):
             probe_train=probe_set, fingerprints=fps,
             info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
                   "skipped_train_clips": train_set.report.n_skipped, "feature_encoder_frozen": self.encoder.front_end_frozen,
-                  "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False))})
+                  "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False)), "max_seconds": max_seconds})
 
     # -- inference ----------------------------------------------------------------------------
     def _clips(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:

@@ -77,11 +77,18 @@ class PretrainConfig(_Checked):
                              f"max_gumbel_temperature ({self.max_gumbel_temperature})")
 
 
+# As Hugging Face's run_audio_classification (--max_length_seconds): attention memory grows with the
+# square of a clip's length, so one long recording must not decide a batch's size.
+DEFAULT_MAX_SECONDS = 20.0
+
+
 @dataclass
 class ClipCrop(_Checked):
-    """Clip lengths for classification: longer training clips are randomly cropped."""
+    """Clip lengths for classification: longer training clips are randomly cropped; evaluation and
+    prediction score longer clips in windows of this length and average the windows' scores."""
 
-    max_seconds: float | None = setting(None, "Random crop of longer training clips.", gt=0)
+    max_seconds: float | None = setting(DEFAULT_MAX_SECONDS, "Random crop of longer training clips, and the "
+                                        "window length in which longer clips are scored (None: whole clips).", gt=0)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .decode import (
     DEFAULT_MAX_CLIPPED_FRACTION,
     AudioDataError,
     SkipReport,
+    decode_any,
     load_audio,
     pad_or_crop,
     prepare_waveform,
@@ -33,8 +34,8 @@ from .decode import (
     resample,
 )
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioDataError", "AudioDataset", "SkipReport", "as_audio_dataset", "load_audio",
-           "pad_or_crop", "prepare_waveform", "receptive_field", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioDataError", "AudioDataset", "SkipReport", "as_audio_dataset", "clip_windows",
+           "decode_any", "load_audio", "note_long_clips", "pad_or_crop", "prepare_waveform", "receptive_field", "resample"]
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ class AudioDataset(torch.utils.data.Dataset):
         """
         names = [str(p) for p in paths]
 
-        def decode(i: int, report: SkipReport) -> np.ndarray:
-            return load_audio(names[i], target_rate, max_clipped_fraction=max_clipped_fraction, report=report)
+        def decode(i: int, report: SkipReport) -> np.ndarray:  # soundfile, then torchcodec for other formats
+            return decode_any(names[i], target_rate, source=names[i], max_clipped_fraction=max_clipped_fraction,
+                              report=report)
 
         def build() -> AudioDataset:
             return cls._build(range(len(names)), decode, targets, names, target_rate, on_error)
@@ -304,8 +306,12 @@ class AudioDataset(torch.utils.data.Dataset):
         target_column: str = "label",
         **kwargs: Any,
     ) -> AudioDataset:
-        """A Hugging Face ``datasets.Dataset`` with an ``Audio`` column (decoded here with soundfile).
+        """A Hugging Face ``datasets.Dataset`` with an ``Audio`` column, decoded or not (``Audio(decode=False)``:
+        bytes or paths), or any column of values :func:`~transferkit.audio.decode.decode_any` reads.
 
+        A decoded ``Audio`` column is read as ``decode=False`` and decoded here (soundfile, then
+        torchcodec for formats soundfile lacks) and resampled to ``target_rate``, so that
+        ``cast_column(audio, Audio(16000))`` and ``audiofolder`` datasets give the same clips as their files.
         Integer ``ClassLabel`` targets become their names.
         """
         from datasets import Audio
@@ -313,8 +319,8 @@ class AudioDataset(torch.utils.data.Dataset):
         if audio_column not in dataset.column_names or target_column not in dataset.column_names:
             raise ValueError(f"dataset needs columns {audio_column!r} and {target_column!r}; it has {dataset.column_names}")
         feature = dataset.features[audio_column]
-        if isinstance(feature, Audio) and feature.decode:
-            # datasets decodes Audio through torchcodec; take the raw bytes/paths and decode them here.
+        if isinstance(feature, Audio) and feature.decode and hasattr(dataset, "cast_column"):
+            # Decoding here reads each file once, at the encoder's rate (datasets would decode, then we'd resample).
             dataset = dataset.cast_column(audio_column, Audio(decode=False))
         targets = list(dataset[target_column])
         names_of = getattr(dataset.features[target_column], "names", None)
@@ -325,19 +331,13 @@ class AudioDataset(torch.utils.data.Dataset):
         max_clipped = kwargs.pop("max_clipped_fraction", DEFAULT_MAX_CLIPPED_FRACTION)
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        audio = list(dataset[audio_column])
-        names = [(a.get("path") if isinstance(a, dict) else None) or f"<row {i}>" for i, a in enumerate(audio)]
+        audio = dataset[audio_column]
+        names = [_audio_name(a, i) for i, a in enumerate(audio)]
 
         def decode(i: int, report: SkipReport) -> np.ndarray:
-            a = audio[i]
-            if isinstance(a, dict) and a.get("array") is not None:
-                return prepare_waveform(np.asarray(a["array"]), a["sampling_rate"], target_rate, names[i],
-                                        max_clipped_fraction=max_clipped, report=report)
-            data = a.get("bytes") if isinstance(a, dict) else None
-            return load_audio(data if data else a.get("path") if isinstance(a, dict) else a, target_rate,
-                              source=names[i], max_clipped_fraction=max_clipped, report=report)
+            return decode_any(audio[i], target_rate, source=names[i], max_clipped_fraction=max_clipped, report=report)
 
-        return cls._build(range(len(audio)), decode, targets, names, target_rate, on_error)
+        return cls._build(range(len(names)), decode, targets, names, target_rate, on_error)
 
     @classmethod
     def _build(cls, indices, decode, targets, names, rate, on_error) -> AudioDataset:
@@ -363,6 +363,45 @@ class AudioDataset(torch.utils.data.Dataset):
         if not waves:
             raise AudioDataError(f"all {len(names)} clips", "no usable clips", str(report))
         return cls(waves, kept_targets, rate, kept_names, report)
+
+
+def clip_windows(clips: Sequence[np.ndarray], size: int | None) -> tuple[list[np.ndarray], list[int]]:
+    """Clips longer than ``size`` samples cut into consecutive windows of ``size`` (the last one ends with
+    the clip, overlapping the one before); returns the windows (views, no copies) and each one's clip index.
+
+    Example:
+        >>> windows, owner = clip_windows([np.arange(5), np.arange(2)], 2)
+        >>> [w.tolist() for w in windows], owner
+        ([[0, 1], [2, 3], [3, 4], [0, 1]], [0, 0, 0, 1])
+    """
+    windows, owner = [], []
+    for i, clip in enumerate(clips):
+        if size is None or len(clip) <= size:
+            starts = [0]
+        else:
+            starts = [*range(0, len(clip) - size, size), len(clip) - size]
+        windows += [clip[s:s + size] if size is not None else clip for s in starts]
+        owner += [i] * len(starts)
+    return windows, owner
+
+
+def note_long_clips(data: AudioDataset, max_seconds: float | None, what: str) -> None:
+    """Log how many clips of ``data`` are longer than ``max_seconds`` (what reading them does is ``what``)."""
+    if max_seconds is None:
+        return
+    n = int((data.durations > max_seconds).sum())
+    if n:
+        log.warning("%d of %d clips are longer than max_seconds=%g s: %s %g s", n, len(data), max_seconds, what,
+                    max_seconds)
+
+
+def _audio_name(value: Any, i: int) -> str:
+    """A clip's name for messages: its path where the row has one."""
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    return f"<row {i}>"
 
 
 def as_audio_dataset(data: Any, sampling_rate: int = 16_000, **kwargs: Any) -> AudioDataset:

@@ -191,6 +191,62 @@ def load_audio(
     return prepare_waveform(wave, sr, sampling_rate, name, max_clipped_fraction=max_clipped_fraction, report=report)
 
 
+def decode_any(
+    value: Any,
+    sampling_rate: int = 16_000,
+    *,
+    source: str = "<audio>",
+    max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+    report: SkipReport | None = None,
+) -> np.ndarray:
+    """One value of a ``datasets`` ``Audio`` column, whatever its form, to float32 mono at ``sampling_rate``.
+
+    Accepted: a decoded ``{"array", "sampling_rate"}`` dict; an ``Audio(decode=False)`` dict
+    ``{"bytes", "path"}`` (the bytes win when both are set); a path or bytes; a decoded
+    ``AudioDecoder`` (``datasets`` 4+ with torchcodec, read through ``get_all_samples()``).
+    Bytes and paths are read with soundfile, and with torchcodec (FFmpeg) when soundfile cannot
+    read the format (AAC/M4A, for instance) and torchcodec is installed.
+
+    Example:
+        >>> decode_any({"array": np.zeros(800), "sampling_rate": 8000}, 16_000).shape
+        (1600,)
+    """
+    kw = {"max_clipped_fraction": max_clipped_fraction, "report": report}
+    if hasattr(value, "get_all_samples"):  # torchcodec's AudioDecoder, as datasets hands decoded columns over
+        samples = value.get_all_samples()
+        return prepare_waveform(samples.data.numpy(), int(samples.sample_rate), sampling_rate, source, **kw)
+    if isinstance(value, dict):
+        if value.get("array") is not None:
+            return prepare_waveform(np.asarray(value["array"]), int(value["sampling_rate"]), sampling_rate, source, **kw)
+        value = value.get("bytes") or value.get("path")
+        if value is None:
+            raise AudioDataError(source, "no audio", "the row has neither bytes nor a path")
+    if not isinstance(value, (bytes, str, os.PathLike)):
+        raise AudioDataError(source, "not audio", f"got {type(value).__name__}; expected a path, bytes, a dict "
+                                                  "from an Audio column or an AudioDecoder")
+    try:
+        return load_audio(value, sampling_rate, source=source, **kw)
+    except AudioDataError as err:
+        if err.reason != "unreadable or not audio" or not _has_torchcodec():
+            raise
+    from torchcodec.decoders import AudioDecoder
+
+    try:
+        samples = AudioDecoder(value).get_all_samples()
+    except (RuntimeError, ValueError, OSError) as err:
+        raise AudioDataError(source, "unreadable or not audio", str(err).splitlines()[0] if str(err) else "") from err
+    return prepare_waveform(samples.data.numpy(), int(samples.sample_rate), sampling_rate, source, **kw)
+
+
+@functools.lru_cache(maxsize=1)
+def _has_torchcodec() -> bool:
+    try:
+        import torchcodec.decoders  # noqa: F401  (needs FFmpeg's libraries: .ci/setup installs them)
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def pad_or_crop(
     wave: np.ndarray,
     min_samples: int = 0,

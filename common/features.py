@@ -2,6 +2,9 @@
 
 A linear probe only needs the encoder's outputs once: they are stored under a key made of the
 encoder's weights, the data and the preprocessing, and every later epoch or run reads them back.
+The folder stays within a size budget (:class:`~transferkit.common.cache_store.CacheFolder`),
+least recently used features evicted first; features larger than the whole budget are computed
+and used, not stored (one warning says so).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
+
+VERSION = 2  # part of every key: bump when what encoders are fed changes (2: images upright by EXIF)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -46,8 +51,15 @@ class FeatureCache:
         ...                                      key_parts=(encoder.fingerprint(), data_fp, prep_fp))  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, budget: str | float | int | None = None) -> None:
+        from .cache_store import CacheFolder
+
         self.root = Path(root)
+        self.folder = CacheFolder(self.root, budget)
+
+    def info(self) -> Any:
+        """What the folder holds against its budget (:class:`~transferkit.common.cache_store.CacheInfo`)."""
+        return self.folder.info()
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
@@ -69,7 +81,7 @@ class FeatureCache:
         """
         from safetensors.torch import load_file
 
-        key = fingerprint(*key_parts)
+        key = fingerprint(VERSION, *key_parts)
         path = self.path(key)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from .trainer import process_state
@@ -81,6 +93,7 @@ class FeatureCache:
             data = load_file(str(path))
             return data["features"], data["labels"]
         if path.exists():
+            self.folder.touch([path])
             data = load_file(str(path))
             return data["features"], data["labels"]
         return self._compute(encoder, dataset, path, collate_fn, batch_size, device, progress)
@@ -101,9 +114,18 @@ class FeatureCache:
                 feats.append(encoder(**inputs).float().cpu())
         encoder.train(was_training)
         features, labels_t = torch.cat(feats), torch.cat(labels)
+        nbytes = features.nbytes + labels_t.nbytes
+        if not self.folder.fits(nbytes):
+            from .cache_store import human
+
+            log.warning("%d feature vectors (%s) exceed the feature cache's budget of %s at %s: used, not stored "
+                        "(raise it with $TRANSFERKIT_CACHE_BUDGET)", len(features), human(nbytes),
+                        human(self.folder.budget), self.root)
+            return features, labels_t
+        self.folder.make_room(nbytes, keep=[path.stem])
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"features": features.contiguous(), "labels": labels_t.contiguous()}, str(tmp))
         os.replace(tmp, path)
-        log.info("cached %d feature vectors at %s", len(features), path)
+        log.info("cached %d feature vectors at %s; %s", len(features), path, self.folder.info())
         return features, labels_t

@@ -178,7 +178,7 @@ def test_audio_clips_are_decoded_once_and_read_back_identical(tmp_path, monkeypa
     import numpy as np
     import soundfile as sf
 
-    import transferkit.audio.data as audio_data
+    import transferkit.audio.decode as audio_decode  # where the folder readers' decode_any calls load_audio
     from transferkit.audio import AudioDataset
 
     rng = np.random.default_rng(0)
@@ -190,8 +190,8 @@ def test_audio_clips_are_decoded_once_and_read_back_identical(tmp_path, monkeypa
     paths.insert(2, tmp_path / "broken.wav")
     labels = [f"c{i}" for i in range(6)]
     calls = []
-    real = audio_data.load_audio
-    monkeypatch.setattr(audio_data, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = audio_decode.load_audio
+    monkeypatch.setattr(audio_decode, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     direct = AudioDataset.from_files(paths, labels, target_rate=16000, cache=False)
     n_direct = len(calls)
     first = AudioDataset.from_files(paths, labels, target_rate=16000, cache=str(tmp_path / "cache"))

@@ -61,7 +61,7 @@ class _Decoded(torch.utils.data.Dataset):
         return {"pixels": torch.from_numpy(np.array(self.pixels[i])), "labels": self.labels[i]}
 
     def __getitems__(self, idx: list[int]) -> dict:
-        if isinstance(self.pixels, list):
+        if not isinstance(self.pixels, np.ndarray):  # images with their own sizes (or decoded per read)
             pixels: Any = [torch.from_numpy(np.array(self.pixels[i])) for i in idx]
         else:
             pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[np.asarray(idx)]))

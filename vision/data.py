@@ -47,10 +47,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation tag says (a phone photo taken sideways), tag removed.
+
+    ``datasets``' Image feature and ``transformers.image_utils.load_image`` (what an exported
+    ``pipeline`` reads files with) apply the same ``ImageOps.exif_transpose``, so a model trained
+    here sees the pixels its pipeline will see. Without a tag (or already turned) the image is
+    returned as it is.
+    """
+    from PIL import ImageOps
+
+    if img.getexif().get(0x0112, 1) in (None, 1):  # 0x0112: Orientation; 1 is "as stored"
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def load_image(source: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode a path, bytes, array or PIL image into an RGB PIL image, or raise :class:`ImageDecodeError`."""
+    """Decode a path, bytes, array or PIL image into an upright (:func:`upright`) RGB PIL image, or
+    raise :class:`ImageDecodeError`."""
     if isinstance(source, Image.Image):
-        return to_rgb(source)
+        return to_rgb(upright(source))
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, dict):  # datasets' Image feature without decoding: {"bytes": ..., "path": ...}
@@ -78,7 +94,7 @@ def load_image(source: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageDecodeError(f"{name}: corrupt or truncated image ({err})") from err
     if img.size[0] < 1 or img.size[1] < 1:
         raise ImageDecodeError(f"{name}: image has no pixels")
-    return to_rgb(img)
+    return to_rgb(upright(img))
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -327,20 +343,14 @@ def decoded_pixels(images: ImageSet, size: tuple[int, int], resample: int = 2, c
                                                                   max_pixels=images.max_pixels), (3, h, w))
 
 
-def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> list[np.ndarray]:
-    """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a list
+def decoded_images(images: ImageSet, shorter: int, resample: int = 2, cache: Any = None) -> Sequence[np.ndarray]:
+    """Every image of ``images`` decoded once with its own aspect ratio (:func:`decode_shorter`): a sequence
     of ``(3, h, w)`` uint8 arrays, for random crops drawn on each image's own geometry. Stored and
     memory-mapped like :func:`decoded_pixels`."""
     cache = _cache_for(images, cache)
-
-    def build() -> tuple[list[np.ndarray], dict]:
-        arrays = cache.decode_all(len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
-                                                                        max_pixels=images.max_pixels))
-        return [a.reshape(-1) for a in arrays], {"shapes": [list(a.shape) for a in arrays]}
-
     key = ("image-aspect", images.fingerprint(), shorter, resample, images.max_pixels)
-    flat, meta = cache.ragged(key, build)
-    return [a.reshape(shape) for a, shape in zip(flat, meta["shapes"])]
+    return cache.rows(key, len(images), lambda i: decode_shorter(images.items[i], shorter, resample,
+                                                                 max_pixels=images.max_pixels))
 
 
 def _cache_for(images: ImageSet, cache: Any) -> Any:
