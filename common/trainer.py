@@ -367,6 +367,9 @@ class Trainer:
         if len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
+        if cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
+            # The weights only: a convolution whose weight is channels-last returns channels-last outputs.
+            self.model.to(memory_format=torch.channels_last)
         acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
                                                    self.out / "tracking", cfg.find_unused_parameters)
         from accelerate.utils import set_seed
