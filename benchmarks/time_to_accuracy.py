@@ -58,12 +58,12 @@ SIDE_NAMES = {"tk_default": "transferkit, documented recipe (lp_ft, 5 epochs)", 
 
 
 # -- inputs, listed once by the parent ----------------------------------------------------------------
-def prepare(work: Path, data: Path, smoke: bool) -> dict:
+def prepare(work: Path, data: Path, smoke: bool, tasks: list[str]) -> dict:
     """Linked image folders (smoke: 4 photos per class) and FSDD manifests, the same files for every side."""
     from transferkit.vision import ImageSet
 
     prep = {}
-    for split in ("train", "val"):
+    for split in ("train", "val") if "image" in tasks else ():
         images = ImageSet.from_folder(data / "hymenoptera" / split)
         seen: dict[str, int] = {}
         for path, label in zip(images.items, images.targets):
@@ -74,12 +74,12 @@ def prepare(work: Path, data: Path, smoke: bool) -> dict:
             (work / "photos" / split / label / Path(path).name).symlink_to(path)
         prep[f"image_{split}"] = str(work / "photos" / split)
     rows: dict[str, list] = {"train": [], "val": []}
-    for f in sorted((data / "fsdd" / "recordings").glob("*.wav")):
+    for f in sorted((data / "fsdd" / "recordings").glob("*.wav")) if "audio" in tasks else ():
         digit, speaker, take = f.stem.split("_")
         split = "train" if speaker in TRAIN_SPEAKERS else "val" if speaker in TEST_SPEAKERS else None
         if split and (not smoke or int(take) < 1):
             rows[split].append((str(f), DIGITS[int(digit)]))
-    for split, found in rows.items():
+    for split, found in rows.items() if "audio" in tasks else ():
         manifest = work / f"fsdd_{split}.csv"
         manifest.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in found))
         prep[f"audio_{split}"] = str(manifest)
@@ -345,16 +345,19 @@ def _events(log_file: Path) -> list[dict]:
     return [json.loads(line) for line in log_file.read_text().splitlines() if line.endswith("}")] if log_file.exists() else []
 
 
-def references(prep: dict) -> dict:
+def references(prep: dict, tasks: list[str]) -> dict:
     """The sceptic's references: logistic regression on 32x32 pixels / on MFCC statistics."""
     from transferkit.audio.data import load_audio
     from transferkit.audio.reference import MfccLogReg
     from transferkit.vision.reference import PixelLogReg
 
     out = {}
-    (tp, ty, labels), (vp, vy, _) = files(prep, "image", "train"), files(prep, "image", "val")
-    pred = PixelLogReg().fit(tp, [labels[i] for i in ty]).predict(vp)
-    out["image"] = sum(p == labels[i] for p, i in zip(pred, vy)) / len(vy)
+    if "image" in tasks:
+        (tp, ty, labels), (vp, vy, _) = files(prep, "image", "train"), files(prep, "image", "val")
+        pred = PixelLogReg().fit(tp, [labels[i] for i in ty]).predict(vp)
+        out["image"] = sum(p == labels[i] for p, i in zip(pred, vy)) / len(vy)
+    if "audio" not in tasks:
+        return out
     (tp, ty, labels), (vp, vy, _) = files(prep, "audio", "train"), files(prep, "audio", "val")
     ref = MfccLogReg(16_000).fit([load_audio(p, 16_000) for p in tp], [labels[i] for i in ty])
     pred = ref.predict([load_audio(p, 16_000) for p in vp])
@@ -470,11 +473,12 @@ def main() -> None:
     args.budget = {k: (5.0 if args.smoke else round(0.4 * c)) for k, c in caps.items()}
     load_before, t0 = benchinfo.load_average(), time.time()
     work = Path(tempfile.mkdtemp(prefix="time_to_accuracy-"))
-    prep = prepare(work, Path(args.data), args.smoke)
+    tasks = args.tasks.split(",")
+    prep = prepare(work, Path(args.data), args.smoke, tasks)
     prep_file = work / "prep.json"
     prep_file.write_text(json.dumps(prep))
-    n_files = {f"{k}_{s}": len(files(prep, k, s)[0]) for k in TASKS for s in ("train", "val")}
-    refs = references(prep)
+    n_files = {f"{k}_{s}": len(files(prep, k, s)[0]) if k in tasks else 0 for k in TASKS for s in ("train", "val")}
+    refs = references(prep, tasks)
     sides = args.sides.split(",")
 
     def run_task(kind: str) -> list[dict]:
@@ -492,7 +496,7 @@ def main() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        rows = [r for rs in pool.map(run_task, args.tasks.split(",")) for r in rs]
+        rows = [r for rs in pool.map(run_task, tasks) for r in rs]
     args.seeds_run = {k: len({r["seed"] for r in rows if r["kind"] == k}) for k in TASKS}
     lines = report(rows, refs, args, caps, load_before, benchinfo.load_average(), threads, time.time() - t0, n_files)
     benchinfo.write_results(args.results_dir, "time_to_accuracy", args.smoke, lines)
