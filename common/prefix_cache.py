@@ -8,10 +8,11 @@ the feature cache (the frozen blocks' weights and buffers, the data, the preproc
 and for the rest of the stage replays them: the frozen modules' ``forward`` is swapped for a pass-through,
 the last frozen layer returns the stored output, and each later step runs only the trainable top.
 
-The frozen blocks are computed in inference mode (BatchNorm on its running statistics, dropout off): that
-is what makes their output a function of the example alone. An uncached ``partial`` stage runs them in
-training mode, where BatchNorm normalises with each batch's statistics and updates its running averages;
-for encoders whose frozen blocks hold no BatchNorm or dropout both paths compute the same thing.
+The frozen blocks are computed in inference mode (BatchNorm on its running statistics, dropout off) and in
+fp32: that is what makes their output a function of the example alone. The uncached path runs frozen
+BatchNorms in inference mode too (the Trainer keeps a frozen norm's statistics), but dropout inside frozen
+blocks stays on and autocast applies; for encoders without dropout in their frozen blocks, in fp32, both
+paths compute the same thing.
 
 Before a stage uses the cache it checks, on the first evaluation batch, that replaying gives the features
 the whole encoder gives (to 1e-4); any encoder whose forward does not fit the replay (a layer's output
