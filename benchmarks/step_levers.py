@@ -74,6 +74,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--levers", default=",".join(LEVERS))
+    parser.add_argument("--compile-families", default=",".join(FAMILIES), help="families whose compiled rows run")
+    parser.add_argument("--child-timeout", type=float, default=600.0,
+                        help="seconds one row may take (compilation included) before it is reported as not finished")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads = benchinfo.set_threads(args.threads or 1)
@@ -85,10 +89,18 @@ def main() -> None:
     load_before, t0 = benchinfo.load_average(), time.time()
     rows: dict = {}
     for family in args.families.split(","):
-        for lever in LEVERS:
+        for lever in args.levers.split(","):
+            if "compile" in lever and family not in args.compile_families.split(","):
+                continue
             cmd = [sys.executable, __file__, "--child", family, lever, "--steps", str(args.steps), "--warmup",
                    str(args.warmup), "--data", args.data, "--threads", str(args.threads or 1)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.child_timeout,
+                                     start_new_session=True)
+            except subprocess.TimeoutExpired:
+                rows[(family, lever)] = None  # subprocess.run killed the child; its compile workers exit with it
+                print(f"{family} {lever}: not finished within {args.child_timeout:.0f} s", flush=True)
+                continue
             if out.returncode != 0:
                 raise RuntimeError(f"{family} / {lever} failed:\n{out.stderr[-3000:]}")
             rows[(family, lever)] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -107,7 +119,14 @@ def main() -> None:
     for family in args.families.split(","):
         plain = rows[(family, "plain")]
         for lever in LEVERS:
+            if (family, lever) not in rows:
+                continue
             r = rows[(family, lever)]
+            if r is None:
+                lines.append(f"| {family} | {lever} | not finished within {args.child_timeout:.0f} s (compilation "
+                             "included) | - | - | - | - |")
+                summary[f"{family}_{lever.replace('+', '_')}"] = "timeout"
+                continue
             speedup = plain["steady"] / r["steady"]
             payback = "-"
             if "compile" in lever:
