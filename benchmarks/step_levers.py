@@ -2,11 +2,13 @@
 
 For MobileNetV2, EfficientNet-Lite0 (224 px, ``packaged:`` ImageNet weights) and ResNet-20 (32 px, the
 CIFAR-10 net), a full fine-tuning step (forward, cross-entropy, backward, AdamW) of the encoder plus a
-linear head is timed four ways, each in its own fresh process, alternated: plain (contiguous NCHW),
+linear head is timed four ways, each in its own fresh process: plain (contiguous NCHW),
 channels-last (model and inputs in ``torch.channels_last``), ``torch.compile`` of the loss (as
 ``TrainConfig(compile=True)`` does), and both. Steady seconds per step are the median over the timed
 steps after warm-up; the compiled rows also report the first step (compilation included) and the number
-of steps after which compiling has paid for itself.
+of steps after which compiling has paid for itself. With ``--repeats N`` each family's rows run N times, their
+order rotated every repeat (so a load that falls or rises during the run favours no row), and the table shows
+the median over repeats.
 
 Usage: ``python benchmarks/step_levers.py [--smoke] [--steps 12] [--threads 1]``
 """
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--levers", default=",".join(LEVERS))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--name", default="step_levers", help="results file name (without .md)")
     parser.add_argument("--compile-families", default=",".join(FAMILIES), help="families whose compiled rows run")
     parser.add_argument("--child-timeout", type=float, default=600.0,
                         help="seconds one row may take (compilation included) before it is reported as not finished")
@@ -88,8 +92,11 @@ def main() -> None:
         args.steps, args.warmup, args.families = 2, 2, "resnet20"
     load_before, t0 = benchinfo.load_average(), time.time()
     rows: dict = {}
+    runs: dict = {}
+    chosen = args.levers.split(",")
     for family in args.families.split(","):
-        for lever in args.levers.split(","):
+        for r, lever in ((r, lv) for r in range(args.repeats)
+                         for lv in chosen[r % len(chosen):] + chosen[:r % len(chosen)]):
             if "compile" in lever and family not in args.compile_families.split(","):
                 continue
             cmd = [sys.executable, __file__, "--child", family, lever, "--steps", str(args.steps), "--warmup",
@@ -103,9 +110,12 @@ def main() -> None:
                 continue
             if out.returncode != 0:
                 raise RuntimeError(f"{family} / {lever} failed:\n{out.stderr[-3000:]}")
-            rows[(family, lever)] = json.loads(out.stdout.strip().splitlines()[-1])
-            r = rows[(family, lever)]
-            print(f"{family} {lever}: steady {r['steady']:.3f} s/step, first {r['first']:.2f} s", flush=True)
+            one = json.loads(out.stdout.strip().splitlines()[-1])
+            runs.setdefault((family, lever), []).append(one)
+            print(f"{family} {lever} (repeat {r}): steady {one['steady']:.3f} s/step, first {one['first']:.2f} s", flush=True)
+    for key, got in runs.items():
+        rows[key] = {k: statistics.median(g[k] for g in got) for k in ("first", "steady")} | {
+            "batch": got[0]["batch"], "per_repeat": [g["steady"] for g in got]}
     lines = ["# Cheaper training steps per encoder family (fp32)", ""]
     if args.smoke:
         lines += ["**SMOKE RUN**: 2 timed steps, ResNet-20 only.", ""]
@@ -113,7 +123,7 @@ def main() -> None:
     lines += [f"- Total wall time: {time.time() - t0:.0f} s", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
               f"Timed steps: {args.steps} after {args.warmup} warm-up steps; random inputs (the step's cost does not "
               "depend on the pixels).", "",
-              "| family | lever | steady s/step | images/s | vs plain | first step s | steps to pay back compiling |",
+              "| family | lever | steady s/step (per repeat) | images/s | vs plain | first step s | steps to pay back compiling |",
               "|---|---|---|---|---|---|---|"]
     summary = {}
     for family in args.families.split(","):
@@ -134,10 +144,10 @@ def main() -> None:
                 saved = plain["steady"] - r["steady"]
                 payback = f"{extra / saved:.0f}" if saved > 0 else "never"
             summary[f"{family}_{lever.replace('+', '_')}"] = f"{speedup:.2f}"
-            lines.append(f"| {family} | {lever} | {r['steady']:.3f} | {r['batch'] / r['steady']:.1f} | {speedup:.2f}x "
-                         f"| {r['first']:.2f} | {payback} |")
+            lines.append(f"| {family} | {lever} | {r['steady']:.3f} ({' / '.join(f'{x:.3f}' for x in r['per_repeat'])}) "
+                         f"| {r['batch'] / r['steady']:.1f} | {speedup:.2f}x | {r['first']:.2f} | {payback} |")
     print("RESULT step_levers " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
-    benchinfo.write_results(args.results_dir, "step_levers", args.smoke, lines)
+    benchinfo.write_results(args.results_dir, args.name if not args.smoke else "step_levers", args.smoke, lines)
 
 
 if __name__ == "__main__":
