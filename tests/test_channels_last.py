@@ -35,3 +35,12 @@ def test_channels_last_gives_the_plain_weights(tmp_path, monkeypatch):
     runs[True].save(tmp_path / "export")
     back = ImageClassifier.load(tmp_path / "export", encoder=TinyCNN())
     assert torch.equal(back.encoder.module.stem.weight, conv.contiguous())
+
+
+def test_channels_last_default_is_on_for_cnns_only(vit_dir):
+    from transferkit.common.trainer import use_channels_last
+
+    cnn = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(16)), labels=["a", "b"])
+    vit = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
+    assert use_channels_last(cnn.model, None) and not use_channels_last(vit.model, None)
+    assert not use_channels_last(cnn.model, False) and use_channels_last(vit.model, True)
