@@ -367,7 +367,8 @@ class Trainer:
         if len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
-        if use_channels_last(self.model, cfg.channels_last):
+        channels_last = use_channels_last(self.model, cfg.channels_last)
+        if channels_last:  # for the training steps only (undone when fit returns)
             # The weights only: a convolution whose weight is channels-last returns channels-last outputs.
             self.model.to(memory_format=torch.channels_last)
         acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
@@ -434,6 +435,8 @@ class Trainer:
             tracker.finish()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        if channels_last:  # back to the plain format: predictions then match a model loaded from the files
+            self.model.to(memory_format=torch.contiguous_format)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
                            skipped_steps=state["skipped"], stopped_early=self._patience_spent(state), steps=state["global_step"],
