@@ -33,6 +33,8 @@ def load_average() -> str:
 def commit() -> str:
     """The checked-out commit, read from .git without running git."""
     git = ROOT / ".git"
+    if git.is_file():  # a worktree: .git names its own folder, whose commondir holds the branches
+        git = Path(git.read_text().split("gitdir:", 1)[1].strip())
     head = git / "HEAD"
     if not head.exists():
         return "unknown (no .git)"
@@ -40,6 +42,8 @@ def commit() -> str:
     if not ref.startswith("ref: "):
         return ref[:12]
     name = ref[5:]
+    if (git / "commondir").exists():
+        git = (git / (git / "commondir").read_text().strip()).resolve()
     if (git / name).exists():
         return (git / name).read_text().strip()[:12]
     packed = git / "packed-refs"

@@ -86,6 +86,9 @@ class TrainConfig:
     plot: bool = setting(True, "Write learning_curve.png beside metrics.jsonl.")
     compile: bool = setting(False, "torch.compile the training step's loss (forward, hence backward); the first "
                             "step pays the compilation (minutes on a CPU; see benchmarks/compile_check.py).")
+    channels_last: bool | None = setting(None, "Keep the model's weights in channels-last memory format (NHWC); "
+                                         "None: on for convolutional networks (most weights in 2-D convolutions), "
+                                         "where it measured faster (benchmarks/step_levers.py).")
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -119,6 +119,11 @@ class Encoder(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self._forward_fn(self.module, *args, **kwargs)
 
+    def layer_modules(self) -> list[nn.Module]:
+        """The repeated layers in forward order (given at construction or found), empty when there are none."""
+        layers = self._layers if self._layers is not None else _find_layers(self.module)
+        return list(layers or [])
+
     def blocks(self) -> list[EncoderBlock]:
         """Ordered parameter groups, input side first: stem, each repeated layer, top."""
         layers = self._layers if self._layers is not None else _find_layers(self.module)

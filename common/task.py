@@ -34,6 +34,7 @@ from torch import nn
 from .config import TrainConfig
 from .encoders import Encoder
 from .hub import PushToHubMixin, write_model_card
+from .prefix_cache import prefix_stage
 from .strategies import Strategy, get_strategy, has_lora, merge_lora, pop_strategy_settings
 from .trainer import EvalFn, LossFn, Trainer, TrainResult
 
@@ -55,6 +56,8 @@ class TrainingData:
             caches their features. Features of randomly augmented examples are never cached.
         fingerprints: ``{"train", "eval", "preprocess"}`` hashes that key the feature cache.
         info: facts about the data for the run file and the model card (example counts, skips).
+        random_augment: whether ``collate``/``train`` change examples at random (augmentation, random
+            crops); only without it may a stage train on cached frozen-block outputs.
     """
 
     train: Sequence
@@ -65,6 +68,7 @@ class TrainingData:
     probe_train: Sequence | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    random_augment: bool = True
 
 
 @dataclass
@@ -200,19 +204,25 @@ class TransferTask(PushToHubMixin):
             cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
             groups = stage.param_groups(self.encoder, self.head, cfg)
             cached = self.cached_stage(stage, data, cfg, run_dir) if stage.uses_feature_cache else None
+            prefix = None if cached is not None else prefix_stage(self.encoder, stage, data, cfg, run_dir)
+            cached, prefix = prefix if prefix is not None else (cached, None)
             trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,
                               evaluate=self.eval_fn() if data.eval is not None else None,
                               run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),
                                         "base_model": str(self.encoder.spec), **self.run_meta()})
-            if cached is not None and cached.head_only:
-                from .head_loop import fit_head_on_features
+            try:
+                if cached is not None and cached.head_only:
+                    from .head_loop import fit_head_on_features
 
-                results[stage.name] = fit_head_on_features(trainer, cached.train, cached.eval)
-            elif cached is not None:
-                results[stage.name] = trainer.fit(cached.train, cached.eval, collate_fn=cached.collate)
-            else:
-                results[stage.name] = trainer.fit(data.train, data.eval, collate_fn=data.collate,
-                                                  eval_collate_fn=data.eval_collate, lengths=data.lengths)
+                    results[stage.name] = fit_head_on_features(trainer, cached.train, cached.eval)
+                elif cached is not None:
+                    results[stage.name] = trainer.fit(cached.train, cached.eval, collate_fn=cached.collate)
+                else:
+                    results[stage.name] = trainer.fit(data.train, data.eval, collate_fn=data.collate,
+                                                      eval_collate_fn=data.eval_collate, lengths=data.lengths)
+            finally:
+                if prefix is not None:  # the frozen blocks compute again after the stage
+                    prefix.detach()
             self.model = trainer.model
         return results
 

@@ -367,6 +367,10 @@ class Trainer:
         if len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
+        channels_last = use_channels_last(self.model, cfg.channels_last)
+        if channels_last:  # for the training steps only (undone when fit returns)
+            # The weights only: a convolution whose weight is channels-last returns channels-last outputs.
+            self.model.to(memory_format=torch.channels_last)
         acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
                                                    self.out / "tracking", cfg.find_unused_parameters)
         from accelerate.utils import set_seed
@@ -431,6 +435,8 @@ class Trainer:
             tracker.finish()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        if channels_last:  # back to the plain format: predictions then match a model loaded from the files
+            self.model.to(memory_format=torch.contiguous_format)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
                            skipped_steps=state["skipped"], stopped_early=self._patience_spent(state), steps=state["global_step"],
@@ -566,6 +572,20 @@ class Trainer:
                     n += 1
         if n:
             log.info("cast %d half-precision trainable tensors to fp32 for mixed-precision training", n)
+
+
+def use_channels_last(model: nn.Module, setting: bool | None) -> bool:
+    """``TrainConfig.channels_last`` for ``model``: as set, or (None) whether 2-D convolutions hold most of its
+    weights: a CNN yes, a ViT (one patch-embedding convolution) or a speech transformer no.
+
+    Example:
+        >>> use_channels_last(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2)), None)
+        True
+    """
+    if setting is not None:
+        return setting and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    conv = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    return conv > 0.5 * sum(p.numel() for p in model.parameters())
 
 
 def _freeze_frozen_norm_statistics(model: nn.Module) -> None:

@@ -207,7 +207,8 @@ class ImageClassifier(TransferClassifier):
             train=_Encoded(train_set, train_transform(processor, augment), self.label2id),
             eval=_Encoded(eval_set, eval_tf, self.label2id) if eval_set is not None else None,
             collate=_collate(batch_mixer(augment, len(self.labels))), eval_collate=_collate(),
-            probe_train=_Encoded(train_set, eval_tf, self.label2id), fingerprints=fps, info=info)
+            probe_train=_Encoded(train_set, eval_tf, self.label2id), fingerprints=fps, info=info,
+            random_augment=augment.random)
 
     def _decoded_data(self, train_set: ImageSet, eval_set: ImageSet | None, augment: AugmentConfig, plain: tuple,
                       decode_cache: bool | str | os.PathLike, fps: dict, info: dict) -> TrainingData:
@@ -233,7 +234,7 @@ class ImageClassifier(TransferClassifier):
             train=train, eval=dataset(eval_set, (h, w)) if eval_set is not None else None,
             collate=_pixel_collate(mean, std, (h, w), augment, batch_mixer(augment, len(self.labels))),
             eval_collate=eval_collate, probe_train=dataset(train_set, (h, w)), fingerprints=fps,
-            info={**info, "decode_cache": str(cache.root)})
+            info={**info, "decode_cache": str(cache.root)}, random_augment=augment.random)
 
     def reference(self) -> Any:
         """Logistic regression on 32x32 pixels."""

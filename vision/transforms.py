@@ -30,6 +30,11 @@ class AugmentConfig:
         if self.mixup < 0 or self.cutmix < 0:
             raise ValueError("mixup and cutmix alphas must be >= 0")
 
+    @property
+    def random(self) -> bool:
+        """Whether training examples change at random (a frozen-prefix cache needs them not to)."""
+        return self.crop_scale != (1.0, 1.0) or self.hflip or self.randaugment or self.mixup > 0 or self.cutmix > 0
+
 
 def processor_geometry(processor: Any) -> tuple[tuple[int, int], Sequence[float], Sequence[float]]:
     """(height, width), mean and std of a Hugging Face image processor (ImageNet defaults without one)."""

@@ -11,6 +11,8 @@ from .base import Strategy, StrategyConfig, head_groups, split_decay
 @dataclass
 class PartialConfig(StrategyConfig):
     top_k_blocks: int = setting(2, "How many of the top encoder blocks learn.", ge=1)
+    prefix_cache: bool = setting(True, "Without random augmentation, compute the frozen blocks' outputs once and "
+                                 "train only the top on them (transferkit.common.prefix_cache).")
 
 
 class Partial(Strategy):
