@@ -59,6 +59,11 @@ def strategy_classes() -> list[type[Strategy]]:
     return [cls for _, cls in _REGISTRY.items()]
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The registered strategy class called ``name``."""
+    return _REGISTRY.get(name)
+
+
 def _fields(cls: type[Strategy]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls.config_class)]
 

@@ -19,6 +19,10 @@ class LLRD(Strategy):
     name = "llrd"
     config_class = LLRDConfig
 
+    @classmethod
+    def search_space(cls, trial):
+        return {"decay": trial.suggest_float("decay", 0.5, 0.95)}
+
     def param_groups(self, encoder, head, config):
         encoder.set_trainable(True)
         blocks = encoder.blocks()

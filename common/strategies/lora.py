@@ -51,6 +51,10 @@ class LoRA(Strategy):
     name = "lora"
     config_class = LoRAConfig
 
+    @classmethod
+    def search_space(cls, trial):
+        return {"r": trial.suggest_categorical("r", [4, 8, 16])}
+
     def param_groups(self, encoder, head, config):
         from peft import LoraConfig, inject_adapter_in_model
 

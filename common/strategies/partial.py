@@ -19,6 +19,10 @@ class Partial(Strategy):
     name = "partial"
     config_class = PartialConfig
 
+    @classmethod
+    def search_space(cls, trial):
+        return {"top_k_blocks": trial.suggest_int("top_k_blocks", 1, 4)}
+
     def param_groups(self, encoder, head, config):
         named = _top_params(encoder.blocks(), self.config.top_k_blocks)
         encoder.set_trainable(False)
