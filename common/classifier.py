@@ -88,7 +88,7 @@ def evaluate_classification(num_labels: int) -> Callable[[nn.Module, Any], dict]
     return evaluate
 
 
-class _FeatureSet(torch.utils.data.Dataset):
+class FeatureSet(torch.utils.data.Dataset):
     """Cached features; the loader fetches whole batches at once (``__getitems__``), not row by row."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -219,9 +219,9 @@ class TransferClassifier(TransferTask):
         kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
         fps = data.fingerprints
 
-        def features(examples: Sequence, part: str) -> _FeatureSet:
+        def features(examples: Sequence, part: str) -> FeatureSet:
             key = (enc_fp, fps.get(part), fps.get("preprocess"))
-            return _FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
+            return FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
 
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
@@ -370,6 +370,10 @@ def train_classifier(model: ClassificationModel, config: TrainConfig, train: Seq
     data = TrainingData(train, eval, train_collate, eval_collate, lengths, probe_train, fingerprints)
     task = _ModelClassifier(model, config.legacy.get("strategy", "finetune"), data)
     return task.fit(train, eval, config=config)
+
+
+# The name FeatureSet had before it became public.
+_FeatureSet = FeatureSet
 
 
 def decodable(modality: Modality, source: LabelledSource) -> LabelledSource:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig
-from .report import _pyplot, _save, markdown_table
+from .report import markdown_table, pyplot, save_figure
 from .strategies import get_strategy
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,11 @@ def _probe_point(task: Any, pristine: Any, method: str, encoded: tuple[Any, Any]
 
     import torch
 
-    from .classifier import _FeatureSet
+    from .classifier import FeatureSet
 
     data, sets = encoded
     rows = torch.as_tensor(idx)
-    subset = dataclasses.replace(sets, train=_FeatureSet(sets.train.features[rows], sets.train.labels[rows]), eval=None)
+    subset = dataclasses.replace(sets, train=FeatureSet(sets.train.features[rows], sets.train.labels[rows]), eval=None)
     point = copy.copy(task)
     point.model, point.results, point.recipe_info = copy.deepcopy(pristine), {}, {}
     point._set_strategy(method)
@@ -165,7 +165,7 @@ def summarise(points: Sequence[dict]) -> list[dict]:
 
 
 def plot_curve(points: Sequence[dict], path: str | Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     budgets = list(dict.fromkeys(p["labels_per_class"] for p in points))
     x = {b: i for i, b in enumerate(budgets)}
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -179,4 +179,4 @@ def plot_curve(points: Sequence[dict], path: str | Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

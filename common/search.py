@@ -299,9 +299,9 @@ def _write_trials(study: Any, run_dir: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=["trial", "state", "dev_score", "seconds", "best_epoch", "trainable", *params])
         writer.writeheader()
         writer.writerows(rows)
-    from .report import _pyplot, _save
+    from .report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name in sorted({r["strategy"] for r in rows if r.get("strategy")}):
         pts = [(r["trial"], r["dev_score"]) for r in rows if r.get("strategy") == name and r["dev_score"] is not None]
@@ -311,4 +311,4 @@ def _write_trials(study: Any, run_dir: Path) -> None:
     ax.set_ylabel("dev score")
     ax.set_title("recipe search")
     ax.legend(fontsize=7)
-    _save(fig, run_dir / "search.png")
+    save_figure(fig, run_dir / "search.png")

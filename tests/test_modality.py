@@ -179,8 +179,7 @@ def test_the_cli_verbs_come_from_the_adapter(tmp_path, capsys):
     assert out["metrics"]["accuracy"] == 1.0
     model = out["model"]
     assert run("evaluate", "--model", model, "--data", str(test))["accuracy"] == 1.0
-    lines = run("predict", "--model", model, str(test / "pos" / "000.vec")).strip().splitlines()
-    assert json.loads(lines[0])["label"] == "pos"
+    assert run("predict", "--model", model, str(test / "pos" / "000.vec"))["label"] == "pos"  # one JSON line per file
     assert Path(run("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "exp"))["model"]).is_dir()
     audit = run("audit", str(train), "--model", "toyvec:id", "--test", str(test), "--out", str(tmp_path / "audit"))
     assert (tmp_path / "audit" / "audit.md").exists() and audit

@@ -8,7 +8,6 @@ from typing import Any
 from ..config import TrainConfig, setting
 from .base import Strategy, StrategyConfig, head_groups
 
-
 # Epochs a probe stage on cached features may take in the recipe search (they cost next to nothing, so it
 # takes its own count; the run's epochs are sized for training the body); its first trial takes the longer.
 PROBE_EPOCHS = (10, 30)
