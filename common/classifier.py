@@ -11,7 +11,6 @@ examples become model inputs (:meth:`TransferClassifier.prepare_inputs`).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
 from .features import FeatureCache, fingerprint
@@ -366,7 +366,7 @@ def train_classifier(model: ClassificationModel, config: TrainConfig, train: Seq
                      lengths: Sequence[int] | None = None, run_info: dict | None = None,
                      probe_train: Sequence | None = None) -> dict[str, TrainResult]:
     """Deprecated: subclass :class:`TransferClassifier` (or call its ``fit``) instead."""
-    warnings.warn("train_classifier is deprecated; use a TransferClassifier's fit", DeprecationWarning, stacklevel=2)
+    deprecation.warn("train_classifier", "a TransferClassifier's fit")
     data = TrainingData(train, eval, train_collate, eval_collate, lengths, probe_train, fingerprints)
     task = _ModelClassifier(model, config.legacy.get("strategy", "finetune"), data)
     return task.fit(train, eval, config=config)

@@ -1,17 +1,19 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
+from transferkit.common.deprecation import renamed
+
 from .audit import EventAudit, audit
 from .base import Recommender
 from .baselines import item_popularity, popularity, random_tables
 from .blend import PopularityBlend, fit_blend
 from .config import (
     ALSConfig,
-    AuditConfig,
     BlendConfig,
     BPRConfig,
     ConfidenceConfig,
     EASEConfig,
     EvaluateConfig,
+    EventAuditConfig,
     FactorizationConfig,
     InteractionColumns,
     ItemKNNConfig,
@@ -45,12 +47,12 @@ def __getattr__(name: str):
         from .model import EmbeddingModel
 
         return EmbeddingModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _renamed(name)
 
 
 __all__ = [
     "ALSConfig",
-    "AuditConfig",
+    "EventAuditConfig",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
@@ -103,3 +105,6 @@ __all__ = [
     "split_by_time",
     "warm_start",
 ]
+
+
+_renamed = renamed(__name__, {"AuditConfig": ("EventAuditConfig", lambda: EventAuditConfig)})

@@ -41,4 +41,4 @@ def test_a_bug_is_not_swallowed(monkeypatch):
 
     monkeypatch.setattr(cli, "_weights", broken)
     with pytest.raises(ZeroDivisionError):
-        main(["vision", "fit", "--model", "m", "--train", "t"])
+        main(["vision", "fit", "--model", "m", "--train", "t", "--labels", "a", "b"])
