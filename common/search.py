@@ -148,11 +148,9 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
 
     def objective(trial: Any) -> float:
         name, settings, loop = suggest(trial, strategies, config)
-        trial_task = copy.copy(task)
-        trial_task.model, trial_task.results, trial_task.auto, trial_task.recipe_info = copy.deepcopy(pristine), {}, False, {}
         if any(f.name == "feature_cache" for f in dataclasses.fields(get_strategy(name).config_class)):
             settings["feature_cache"] = str(run_dir / "features")  # one feature cache for every probe trial
-        trial_task.strategy = get_strategy(name, **settings)
+        trial_task = task.clone(get_strategy(name, **settings), model=pristine)
         domain = task.search_space(trial, trial_task)
         cfg = config.replace(output_dir=str(run_dir / "trials" / f"{trial.number:03d}"), save_checkpoints=False,
                              plot=False, progress=False, resume=False,

@@ -33,17 +33,18 @@ class LPFT(Strategy):
     config_class = LPFTConfig
     search_order = 1
 
-    @classmethod
-    def search_space(cls, trial):
-        return {"probe_epochs": suggest_probe_epochs(trial)}
-
-    @classmethod
-    def search_start(cls, config):
-        return {"probe_epochs": max(PROBE_EPOCHS)}
-
     def stages(self):
         probe = LinearProbe(epochs=max(1, self.config.probe_epochs), feature_cache=self.config.feature_cache)
         return [probe, FineTune()]
 
     def param_groups(self, encoder, head, config):
         return self.stages()[-1].param_groups(encoder, head, config)
+
+    @classmethod
+    def search_space(cls, trial):
+        """The probe stage's epochs (the fine-tuning stage runs the loop's)."""
+        return {"probe_epochs": suggest_probe_epochs(trial)}
+
+    @classmethod
+    def search_start(cls, config):
+        return {"probe_epochs": max(PROBE_EPOCHS)}
