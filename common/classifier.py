@@ -24,8 +24,7 @@ from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
 from .features import FeatureCache, fingerprint
 from .metrics import ConfusionMatrix, per_class_report
-from .modality import DecodedItems, Modality, labelled_collate
-from .sources import LabelledSource
+from .modality import DecodedItems, Modality, decodable, labelled_collate
 from .strategies import Strategy
 from .task import StageData, TrainingData, TransferTask
 from .trainer import TrainResult
@@ -374,21 +373,6 @@ def train_classifier(model: ClassificationModel, config: TrainConfig, train: Seq
 
 # The name FeatureSet had before it became public.
 _FeatureSet = FeatureSet
-
-
-def decodable(modality: Modality, source: LabelledSource) -> LabelledSource:
-    """The items of ``source`` that ``modality`` decodes; the others are skipped, counted (``undecodable``) and logged."""
-    kept = LabelledSource([], [], origin=source.origin, skipped=dict(source.skipped), examples=dict(source.examples))
-    kept.skipped.setdefault("undecodable", 0)
-    for item, target in zip(source.items, source.targets):
-        try:
-            modality.decode(item)
-        except modality.decode_error as err:
-            kept.skip("undecodable", str(item) if isinstance(item, (str, os.PathLike)) else "<item>", str(err))
-            continue
-        kept.items.append(item)
-        kept.targets.append(target)
-    return kept
 
 
 def _saved_processor(folder: Path, task: str) -> Any:

@@ -175,3 +175,18 @@ def labelled_collate(modality: Modality, augment: bool = False):
         return modality.augment(batch) if augment else batch
 
     return collate
+
+
+def decodable(modality: Modality, source: LabelledSource) -> LabelledSource:
+    """The items of ``source`` that ``modality`` decodes; the others are skipped, counted (``undecodable``) and logged."""
+    kept = LabelledSource([], [], origin=source.origin, skipped=dict(source.skipped), examples=dict(source.examples))
+    kept.skipped.setdefault("undecodable", 0)
+    for item, target in zip(source.items, source.targets):
+        try:
+            modality.decode(item)
+        except modality.decode_error as err:
+            kept.skip("undecodable", str(item) if isinstance(item, (str, os.PathLike)) else "<item>", str(err))
+            continue
+        kept.items.append(item)
+        kept.targets.append(target)
+    return kept

@@ -157,10 +157,6 @@ class ImageClassifier(TransferClassifier):
         or nn.Module) and add a head for ``labels``."""
         return cls(load_encoder(spec, task="image", **encoder_kwargs), labels, strategy)
 
-    def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
-        tf = eval_transform(self.encoder.processor)
-        return {"pixel_values": torch.stack([tf(load_image(x)) for x in examples])}
-
     def labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
         data = as_image_set(data)
         return data.items, data.targets or []
