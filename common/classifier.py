@@ -117,9 +117,10 @@ def _head_only(config: TrainConfig) -> bool:
 class TransferClassifier(TransferTask):
     """Base class: a pretrained encoder plus a linear head for ``labels``.
 
-    Subclasses set ``task`` (the pipeline tag) and ``encoder_task`` (the registered encoder task,
-    ``"image"``/``"audio"``) and implement :meth:`prepare_inputs`, :meth:`labelled` and
-    :meth:`~transferkit.common.task.TransferTask.training_data`.
+    Subclasses set ``task`` (the pipeline tag), ``encoder_task`` (the registered encoder task) and
+    ``modality`` (a :class:`~transferkit.common.modality.Modality`), which gives :meth:`prepare_inputs`,
+    :meth:`labelled`, :meth:`training_data`, :meth:`predict`, :meth:`reference` and :meth:`search_space`
+    their defaults; a subclass overrides them where it knows better (a decode cache).
     """
 
     encoder_task: ClassVar[str] = ""
