@@ -51,10 +51,6 @@ class LoRA(Strategy):
     name = "lora"
     config_class = LoRAConfig
 
-    @classmethod
-    def search_space(cls, trial):
-        return {"r": trial.suggest_categorical("r", [4, 8, 16])}
-
     def param_groups(self, encoder, head, config):
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -69,6 +65,12 @@ class LoRA(Strategy):
             p.requires_grad_(True)
         # Adapters are new weights, so they learn at the head's rate.
         return split_decay(named, config.head_lr, config.weight_decay, "lora") + head_groups(head, config)
+
+    @classmethod
+    def search_space(cls, trial):
+        """The adapters' rank."""
+        return {"r": trial.suggest_categorical("r", [4, 8, 16])}
+
 
 
 def has_lora(module: nn.Module) -> bool:

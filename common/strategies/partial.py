@@ -19,16 +19,18 @@ class Partial(Strategy):
     name = "partial"
     config_class = PartialConfig
 
-    @classmethod
-    def search_space(cls, trial):
-        return {"top_k_blocks": trial.suggest_int("top_k_blocks", 1, 4)}
-
     def param_groups(self, encoder, head, config):
         named = _top_params(encoder.blocks(), self.config.top_k_blocks)
         encoder.set_trainable(False)
         for _, p in named:
             p.requires_grad_(True)
         return split_decay(named, config.lr, config.weight_decay, "encoder.top") + head_groups(head, config)
+
+    @classmethod
+    def search_space(cls, trial):
+        """How many top blocks learn."""
+        return {"top_k_blocks": trial.suggest_int("top_k_blocks", 1, 4)}
+
 
 
 def _top_params(blocks, k: int) -> list:
