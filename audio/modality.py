@@ -18,7 +18,7 @@ import torch
 from transferkit.common.audit_report import data_uri
 from transferkit.common.config import check_settings, setting
 from transferkit.common.modality import Modality
-from transferkit.common.sources import LabelledSource
+from transferkit.common.sources import LabelledSource, is_dataset
 
 from .data import AUDIO_EXTENSIONS, AudioDataset
 from .decode import DEFAULT_MAX_CLIPPED_FRACTION, AudioDataError, load_audio, prepare_waveform
@@ -115,11 +115,20 @@ class AudioModality(Modality):
                 return LabelledSource(list(data.sources), list(data.targets), origin="AudioDataset")
             self.input_rate = data.sampling_rate
             return LabelledSource(list(data.waveforms), list(data.targets), origin="AudioDataset")
+        if is_dataset(data) and self.kind in data.column_names and getattr(data.features[self.kind], "decode", False):
+            from datasets import Audio
+
+            data = data.cast_column(self.kind, Audio(decode=False))  # bytes and paths, decoded here with soundfile
         return super().read(data)
 
     def decode(self, item: Any, *, strict: bool = True) -> np.ndarray:
         limit = self.checks.max_clipped_fraction if strict and self.checks is not None else 1.0
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, dict) and item.get("array") is not None:  # a datasets Audio value, decoded
+            item, rate = item["array"], item["sampling_rate"]
+            return prepare_waveform(np.asarray(item), rate, self.rate, "<clip>", max_clipped_fraction=limit)
+        if isinstance(item, dict):  # a datasets Audio value left undecoded: its bytes or its file
+            item = item.get("bytes") or item.get("path")
+        if isinstance(item, (str, os.PathLike, bytes)):
             return load_audio(item, self.rate, max_clipped_fraction=limit)
         return prepare_waveform(np.asarray(item), self.input_rate or self.rate, self.rate, "<clip>",
                                 max_clipped_fraction=limit)

@@ -25,6 +25,7 @@ from .encoders import Encoder, load_encoder, quiet_transformers
 from .features import FeatureCache, fingerprint
 from .metrics import ConfusionMatrix, per_class_report
 from .modality import DecodedItems, Modality, decodable, labelled_collate
+from .sources import dataset_targets, is_dataset
 from .strategies import Strategy
 from .task import StageData, TrainingData, TransferTask
 from .trainer import TrainResult
@@ -157,6 +158,8 @@ class TransferClassifier(TransferTask):
         """The sorted distinct labels of a labelled source, read without decoding."""
         if cls.modality is None:
             raise TypeError(f"{cls.__name__} names no modality; pass labels=")
+        if is_dataset(data):  # the label column alone: the media column is not read
+            return sorted(set(dataset_targets(data)[1]))
         return sorted(set(cls.modality().read(data).targets))
 
     def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
