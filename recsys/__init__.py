@@ -52,7 +52,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "ALSConfig",
-    "EventAuditConfig",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
@@ -62,8 +61,9 @@ __all__ = [
     "EASEConfig",
     "EmbeddingModel",
     "EmbeddingTables",
-    "EventAudit",
     "EvaluateConfig",
+    "EventAudit",
+    "EventAuditConfig",
     "FactorizationConfig",
     "InteractionColumns",
     "Interactions",
@@ -71,8 +71,8 @@ __all__ = [
     "ItemKNNConfig",
     "LMFConfig",
     "PopularityBlend",
-    "Recommender",
     "RecommendConfig",
+    "Recommender",
     "Split",
     "WarmStartConfig",
     "align",

@@ -18,14 +18,14 @@ import pandas as pd
 from transferkit.common.deprecation import renamed
 
 __all__ = [
-    "AUDIT_REASONS",
     "ALSConfig",
-    "EventAuditConfig",
+    "AUDIT_REASONS",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
     "EASEConfig",
     "EvaluateConfig",
+    "EventAuditConfig",
     "FactorizationConfig",
     "ITEM_ITEM_CONFIGS",
     "InteractionColumns",
