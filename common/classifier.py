@@ -230,11 +230,15 @@ class TransferClassifier(TransferTask):
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
                          head_only=_head_only(config))
 
-    def search(self, train, eval=None, *, config, **options):
+    def search(self, train, eval=None, *, config, search: Any = None, **options):
+        """``strategy="auto"``: the recipe search, set by a :class:`~transferkit.common.search.SearchConfig`
+        (``search=``) or by its fields as ``fit`` keywords (``time_budget=600``), not both."""
         from .search import SEARCH_FIELDS, SearchConfig, run_search
 
-        search = SearchConfig(**{k: options.pop(k) for k in list(options) if k in SEARCH_FIELDS})
-        return run_search(self, train, eval, config=config, search=search, **options)
+        fields = {k: options.pop(k) for k in list(options) if k in SEARCH_FIELDS}
+        if search is not None and fields:
+            raise ValueError(f"pass the search's settings as search=SearchConfig(...) or as keywords {sorted(fields)}, not both")
+        return run_search(self, train, eval, config=config, search=search or SearchConfig(**fields), **options)
 
     def search_space(self, trial: Any, task: TransferClassifier) -> dict[str, Any]:
         """The modality's own recipe choices for an Optuna ``trial``: ``fit`` keywords to add, or changes

@@ -14,7 +14,7 @@ import optuna  # noqa: E402
 
 from transferkit.common import Strategy, StrategyConfig, load_encoder  # noqa: E402
 from transferkit.common.config import setting  # noqa: E402
-from transferkit.common.search import suggest  # noqa: E402
+from transferkit.common.search import SearchConfig, suggest  # noqa: E402
 from transferkit.common.strategies import head_groups, register_strategy, unregister_strategy  # noqa: E402
 from transferkit.vision import ImageClassifier  # noqa: E402
 
@@ -63,8 +63,11 @@ def test_a_registered_strategy_is_searched_with_its_settings(registered, tmp_pat
     clf = ImageClassifier(load_encoder(body, feature_dim=8, processor=proc), labels=["bright", "dark"], strategy="auto")
     rng = np.random.default_rng(0)
     images = [np.clip(rng.normal(190 if i % 2 == 0 else 60, 25, (8, 8, 3)), 0, 255).astype(np.uint8) for i in range(20)]
-    clf.fit((images, ["bright" if i % 2 == 0 else "dark" for i in range(20)]), output_dir=str(tmp_path), n_trials=3,
-            search_strategies=["toy_head_scale"], epochs=2, batch_size=8, progress=False, plot=False)
+    data = (images, ["bright" if i % 2 == 0 else "dark" for i in range(20)])
+    search = SearchConfig(n_trials=3, search_strategies=["toy_head_scale"])  # the search's settings as one object
+    with pytest.raises(ValueError, match="not both"):
+        clf.fit(data, output_dir=str(tmp_path), search=search, n_trials=2)
+    clf.fit(data, output_dir=str(tmp_path), search=search, epochs=2, batch_size=8, progress=False, plot=False)
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
     assert len(rows) == 3 and {r["strategy"] for r in rows} == {"toy_head_scale"}
     scales = [float(r["scale"]) for r in rows]
