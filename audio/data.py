@@ -96,6 +96,11 @@ class AudioDataset(torch.utils.data.Dataset):
         return {"input_values": wave, "target": self.targets[i], "source": self.sources[i]}
 
     @property
+    def labels(self) -> list[str]:
+        """Sorted distinct targets (as :attr:`ImageSet.labels <transferkit.vision.ImageSet.labels>`)."""
+        return sorted({str(t) for t in self.targets})
+
+    @property
     def lengths(self) -> list[int]:
         """Samples per clip after padding/cropping: what length-grouped batching sorts by."""
         cap = self.max_samples or math.inf

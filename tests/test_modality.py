@@ -147,7 +147,7 @@ def test_image_and_audio_readers_follow_the_same_rules(tmp_path):
         (tmp_path / "wav" / label / "readme.md").write_text("x")
     images, clips = ImageSet.from_folder(tmp_path / "img"), AudioDataset.from_folder(tmp_path / "wav", cache=False)
     assert images.skipped["not_image"] == 2 and clips.report.skipped["not_audio"] == 2
-    assert len(images) == len(clips) == 2
+    assert len(images) == len(clips) == 2 and images.labels == clips.labels == ["a", "b"]
     for kind in ("img", "wav"):
         (tmp_path / kind / "c").mkdir()
     with pytest.raises(ValueError, match="contains no image files"):

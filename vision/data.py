@@ -199,6 +199,8 @@ class ImageSet(Sequence):
         source = read_manifest(path, path_column=path_column, target_column=label_column)
         return cls.from_source(source, validate=validate, max_pixels=max_pixels)
 
+    from_manifest = from_csv  # the name AudioDataset's reader has
+
     @classmethod
     def from_source(cls, source: LabelledSource, *, validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
         """The items of a :class:`~transferkit.common.sources.LabelledSource`, with its skips."""
