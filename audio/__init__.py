@@ -4,8 +4,10 @@ Example:
     >>> from transferkit.audio import AudioClassifier, SpeechRecognizer  # doctest: +SKIP
 """
 
-from . import packaged  # noqa: F401  (registers packaged:speech_embedding and packaged:speaker_encoder)
-from . import whisper_weights  # noqa: F401  (registers packaged:whisper_tiny_en and packaged:whisper_base)
+from . import (
+    packaged,  # noqa: F401  (registers packaged:speech_embedding and packaged:speaker_encoder)
+    whisper_weights,  # noqa: F401  (registers packaged:whisper_tiny_en and packaged:whisper_base)
+)
 from .audit import ClipChecks, audit
 from .augment import WaveAugment
 from .classifier import AudioClassifier

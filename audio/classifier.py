@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +15,16 @@ from transferkit.common.features import fingerprint
 
 from .augment import WaveAugment
 from .config import DEFAULT_MAX_SECONDS, AudioModelConfig
-from .data import AudioDataset, as_audio_dataset, clip_windows, load_audio, note_long_clips, prepare_waveform
+from .data import as_audio_dataset, clip_windows, note_long_clips
 from .encoder import (
     AudioCollator,
     AudioEncoder,
     default_feature_extractor,
     enable_layer_sum,
-    min_input_samples,
     set_regularisation,
     warn_if_masks_hide_clips,
 )
+from .modality import AudioModality, as_clips, min_samples
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,7 @@ class AudioClassifier(TransferClassifier):
 
     task = "audio-classification"
     encoder_task = "audio"
+    modality = AudioModality
 
     def __init__(self, encoder: Any, labels: Sequence[str], strategy: Any = "finetune",
                  *, freeze_feature_encoder: bool = True) -> None:
@@ -115,9 +115,7 @@ class AudioClassifier(TransferClassifier):
 
     # -- hooks of TransferClassifier ----------------------------------------------------------
     def _min_samples(self, training: bool) -> int:
-        cfg = self.hf_config
-        mask = getattr(cfg, "mask_time_length", 0) if training and getattr(cfg, "mask_time_prob", 0) > 0 else 0
-        return min_input_samples(cfg, mask, self.encoder.processor) if cfg is not None else 0
+        return min_samples(self.hf_config, self.encoder.processor, training=training)
 
     def prepare_inputs(self, examples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         n = self._min_samples(False)
@@ -146,12 +144,6 @@ class AudioClassifier(TransferClassifier):
     def labelled(self, data: Any) -> tuple[Sequence[np.ndarray], Sequence[str]]:
         ds = as_audio_dataset(data, self.sampling_rate)
         return ds.waveforms, [str(t) for t in ds.targets]
-
-    def reference(self) -> Any:
-        """MFCC statistics + logistic regression."""
-        from .reference import MfccLogReg
-
-        return MfccLogReg(self.sampling_rate)
 
     def card_data(self) -> dict[str, Any]:
         return super().card_data() | {"sampling rate": f"{self.sampling_rate} Hz"}
@@ -213,16 +205,7 @@ class AudioClassifier(TransferClassifier):
                   "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False)), "max_seconds": max_seconds})
 
     # -- inference ----------------------------------------------------------------------------
-    def _clips(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        if isinstance(clips, AudioDataset):
-            return as_audio_dataset(clips, self.sampling_rate).waveforms
-        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
-            clips = [clips]
-        return [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
-                else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate)
-                for c in clips]
-
     def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 32) -> list[dict]:
         """Label and class probabilities per clip: a path, an array at ``sampling_rate`` (default: the
         encoder's), or a list of them."""
-        return self._predict(self._clips(clips, sampling_rate), batch_size)
+        return self._predict(as_clips(clips, self.sampling_rate, sampling_rate), batch_size)

@@ -6,10 +6,11 @@ import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transferkit.common import TrainConfig
-from transferkit.common.audit import AuditConfig
-from transferkit.common.cli import add_model_verbs, add_verb, dataclass_from_args, print_json, train_from_args
+from transferkit.common.cli import add_verb, dataclass_from_args, print_json, train_from_args
+from transferkit.common.cli_verbs import AuditArgs, FitArgs, add_classifier_verbs
 
 from .config import AudioModelConfig, ClipCrop, ClipFilter, CTCConfig, PretrainConfig
 from .whisper_cli import add_whisper_verbs
@@ -17,12 +18,8 @@ from .whisper_cli import add_whisper_verbs
 _MODEL_HELP = "Hub id or local Hugging Face folder of a wav2vec2-family encoder."
 
 
-@dataclass
-class AudioFitArgs:
-    model: str = field(metadata={"help": _MODEL_HELP})
-    train: str = field(metadata={"help": "Audio folder (one sub-folder per label) or CSV/TSV of path,label."})
-    eval: str | None = field(default=None, metadata={"help": "Evaluation folder or manifest (selects the best epoch)."})
-    labels: list[str] | None = field(default=None, metadata={"help": "Class names (default: those found in --train)."})
+AudioFitArgs = FitArgs  # the classifier's fit flags (the name kept for imports)
+AudioAuditArgs = AuditArgs
 
 
 @dataclass
@@ -39,42 +36,31 @@ class PretrainArgs:
     eval: str | None = field(default=None, metadata={"help": "Held-out unlabelled audio."})
 
 
-@dataclass
-class AudioAuditArgs:
-    data: str = field(metadata={"help": "Audio folder (one sub-folder per label) or CSV/TSV of path,label; only read.",
-                                "positional": True})
-    model: str = field(metadata={"help": "The encoder whose features the audit compares (as for fit --model)."})
-    test: str | None = field(default=None, metadata={"help": "Test folder or manifest: training clips copied from it are leakage."})
-    out: str | None = field(default="audit", metadata={"help": "Folder for audit.md, audit.html, flagged.csv, audit-config.json."})
-    write_clean: str | None = field(default=None, metadata={"help": "Write a path,label CSV of the clips that stay (fit reads it)."})
+def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"config": dataclass_from_args(AudioModelConfig, args)}
+
+
+def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_seconds": dataclass_from_args(ClipCrop, args).max_seconds}
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from .audit import ClipChecks
+    from .classifier import AudioClassifier
 
     verbs = parser.add_subparsers(dest="verb", required=True)
-    add_verb(verbs, "audit", _audit, "flag unreadable, silent or clipped clips, duplicates, leakage, label errors, outliers",
-             AudioAuditArgs, AuditConfig, ClipChecks)
-    for verb in (add_verb(verbs, "fit", _fit, "fine-tune a speech encoder on an audio folder / manifest and export it",
-                          AudioFitArgs, AudioModelConfig, ClipCrop, train=True),
-                 add_verb(verbs, "fit-ctc", _fit_ctc, "fine-tune a CTC speech recognizer on a path,transcript manifest",
-                          CTCFitArgs, CTCConfig, ClipFilter, train=True)):
+    parsers = add_classifier_verbs(verbs, AudioClassifier, encoder_configs=(AudioModelConfig,), fit_configs=(ClipCrop,),
+                                   encoder_options=_encoder_options, fit_options=_fit_options, task_for=_task,
+                                   noun="audio file", fit_help="fine-tune a speech encoder on an audio folder / "
+                                                               "manifest and export it")
+    ctc = add_verb(verbs, "fit-ctc", _fit_ctc, "fine-tune a CTC speech recognizer on a path,transcript manifest",
+                   CTCFitArgs, CTCConfig, ClipFilter, train=True)
+    for verb in (parsers["fit"], ctc):
         # the flag before the front-end setting became a config field; still accepted
         verb.add_argument("--train-feature-encoder", dest="freeze_feature_encoder", action="store_false",
                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_whisper_verbs(verbs)  # fit-whisper (audio/whisper_cli.py)
     add_verb(verbs, "pretrain", _pretrain, "continue wav2vec2 self-supervised pretraining on unlabelled audio",
              PretrainArgs, PretrainConfig, TrainConfig)
-    add_model_verbs(verbs, _task, evaluate_help="accuracy/macro-F1 (classifier) or WER/CER (recognizer)",
-                    predict_help="label (classifier) or transcript (recognizer) for each audio file",
-                    new_task=_new_classifier)
-
-
-def _new_classifier(model: str, train: str):
-    from .classifier import AudioClassifier
-    from .data import as_audio_dataset
-
-    return AudioClassifier.from_pretrained(model, labels=sorted({str(t) for t in as_audio_dataset(train).targets}))
 
 
 def _is_recognizer(folder: str) -> bool:
@@ -82,41 +68,6 @@ def _is_recognizer(folder: str) -> bool:
     if (path / "transferkit-run.json").exists():
         return json.loads((path / "transferkit-run.json").read_text()).get("task") == "SpeechRecognizer"
     return (path / "vocab.json").exists()
-
-
-def _audit(args: argparse.Namespace) -> int:
-    from transferkit.common.audit import write_outputs
-
-    from .audit import ClipChecks, audit
-
-    a = dataclass_from_args(AudioAuditArgs, args)
-    report = audit(a.data, a.model, test=a.test, config=dataclass_from_args(AuditConfig, args),
-                   checks=dataclass_from_args(ClipChecks, args))
-    print_json(write_outputs(report, a.out, a.write_clean))
-    return 0
-
-
-def _fit(args: argparse.Namespace) -> int:
-    from transferkit.common.trainer import process_state
-
-    from .classifier import AudioClassifier
-    from .data import as_audio_dataset
-
-    inputs = dataclass_from_args(AudioFitArgs, args)
-    train = as_audio_dataset(inputs.train)
-    config, strategy, search = train_from_args(args)
-    clf = AudioClassifier.from_pretrained(inputs.model, labels=inputs.labels or sorted({str(t) for t in train.targets}),
-                                          strategy=strategy, config=dataclass_from_args(AudioModelConfig, args))
-    clf.fit(train, eval=inputs.eval, config=config, max_seconds=dataclass_from_args(ClipCrop, args).max_seconds, **search)
-    if not process_state().is_main_process:  # under several processes the main one evaluates and exports
-        return 0
-    metrics = None
-    if inputs.eval:
-        result = clf.evaluate(inputs.eval, out_dir=config.output_dir)
-        metrics = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
-    folder = clf.save(Path(config.output_dir) / "model", metrics=metrics)
-    print_json({"model": str(folder), "metrics": metrics, "skipped": str(train.report)})
-    return 0
 
 
 def _fit_ctc(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ Decoding and checking a single clip live in :mod:`transferkit.audio.decode`.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from transferkit.common.sources import LabelledSource, read_folder, read_manifest
 
 from .decode import (
     DEFAULT_MAX_CLIPPED_FRACTION,
@@ -94,6 +95,11 @@ class AudioDataset(torch.utils.data.Dataset):
             wave = self.transform(wave)
         wave = pad_or_crop(wave, self.min_samples, self.max_samples, self.crop, self._rng)
         return {"input_values": wave, "target": self.targets[i], "source": self.sources[i]}
+
+    @property
+    def labels(self) -> list[str]:
+        """Sorted distinct targets (as :attr:`ImageSet.labels <transferkit.vision.ImageSet.labels>`)."""
+        return sorted({str(t) for t in self.targets})
 
     @property
     def lengths(self) -> list[int]:
@@ -251,24 +257,9 @@ class AudioDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, **kwargs: Any) -> AudioDataset:
-        """A folder with one sub-folder per label (``root/yes/001.wav``); other files are ignored."""
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"audio folder {root} does not exist")
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise AudioDataError(str(root), "no label sub-folders", "expected root/<label>/<clip>.wav")
-        paths, labels = [], []
-        for label in classes:
-            files = sorted(p for p in (root / label).rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not files:
-                log.warning("label folder %s is empty", root / label)
-            for p in files:
-                if p.suffix.lower() not in AUDIO_EXTENSIONS:
-                    log.info("ignoring %s: not an audio extension", p)
-                paths.append(p)
-                labels.append(label)
-        return cls.from_files(paths, labels, **kwargs)
+        """A folder with one sub-folder per label (``root/yes/001.wav``), read by
+        :func:`~transferkit.common.sources.read_folder`: files without an audio extension are skipped and counted."""
+        return cls.from_source(read_folder(root, AUDIO_EXTENSIONS, "audio"), **kwargs)
 
     @classmethod
     def from_manifest(
@@ -282,20 +273,20 @@ class AudioDataset(torch.utils.data.Dataset):
         """A CSV or TSV manifest with a header: ``path,label`` or ``path,transcript``.
 
         Relative paths resolve against the manifest's folder. ``target_column`` defaults to the
-        first of ``label``, ``transcript``, ``text``, ``sentence`` present.
+        first of ``label``, ``transcript``, ``text``, ``sentence`` present; listed files that do not
+        exist are skipped and counted (:func:`~transferkit.common.sources.read_manifest`).
         """
-        path = Path(path)
-        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter=delimiter))
-        columns = list(rows[0].keys()) if rows else []
-        if target_column is None:
-            target_column = next((c for c in ("label", "transcript", "text", "sentence") if c in columns), None)
-        for col in (path_column, target_column):
-            if col is None or col not in columns:
-                raise ValueError(f"{path}: manifest needs a {col or 'label/transcript'!r} column; it has {columns}")
-        files = [p if os.path.isabs(p) else str(path.parent / p) for p in (r[path_column] for r in rows)]
-        return cls.from_files(files, [r[target_column] for r in rows], **kwargs)
+        return cls.from_source(read_manifest(path, path_column=path_column, target_column=target_column), **kwargs)
+
+    @classmethod
+    def from_source(cls, source: LabelledSource, **kwargs: Any) -> AudioDataset:
+        """The files of a :class:`~transferkit.common.sources.LabelledSource`; its reader's skips join the report."""
+        ds = cls.from_files(source.items, source.targets, **kwargs)
+        for reason, n in source.skipped.items():
+            if n:
+                ds.report.skipped[reason] += n
+                ds.report.examples.setdefault(reason, list(source.examples.get(reason, [])))
+        return ds
 
     @classmethod
     def from_hf(

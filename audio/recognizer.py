@@ -19,14 +19,14 @@ from transferkit.common.encoders import quiet_transformers
 from .augment import WaveAugment
 from .config import CTCConfig
 from .ctc import StreamingCTCEval, ctc_loss_fp32, greedy_decode
-from .data import AudioDataset, SkipReport, as_audio_dataset, load_audio, prepare_waveform
+from .data import AudioDataset, SkipReport, as_audio_dataset
 from .encoder import (
     AudioCollator,
     AudioEncoder,
     default_feature_extractor,
-    min_input_samples,
     warn_if_masks_hide_clips,
 )
+from .modality import as_clips, min_samples
 from .vocab import build_vocab, encode_transcripts, make_processor
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,7 @@ class SpeechRecognizer(TransferTask):
 
     # -- data ---------------------------------------------------------------------------------
     def _min_samples(self, training: bool) -> int:
-        cfg = self.model.config
-        mask = cfg.mask_time_length if training and cfg.mask_time_prob > 0 else 0
-        return min_input_samples(cfg, mask)
+        return min_samples(self.model.config, training=training)
 
     def _dataset(self, data: Any, *, training: bool, min_seconds: float | None = None,
                  max_seconds: float | None = None) -> _Transcribed:
@@ -264,16 +262,10 @@ class SpeechRecognizer(TransferTask):
                                   "feature_encoder_frozen": self.encoder.front_end_frozen})
 
     # -- inference ----------------------------------------------------------------------------
-    def _waves(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
-            clips = [clips]
-        return [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
-                else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate) for c in clips]
-
     @torch.no_grad()
     def transcribe(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 16) -> list[str]:
         """Greedy transcription of clips (paths, or arrays at ``sampling_rate``)."""
-        waves = self._waves(clips, sampling_rate)
+        waves = as_clips(clips, self.sampling_rate, sampling_rate)
         self.model.eval()
         device = next(self.model.parameters()).device
         collate, min_samples, out = AudioCollator(self.processor.feature_extractor, self.sampling_rate), self._min_samples(False), []

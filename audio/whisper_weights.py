@@ -204,7 +204,12 @@ def generation_config(config: Any, tokenizer: Any, *, english_only: bool, alignm
 def convert(model_parts: Sequence[Path], ct2_config: Path, out: Path, *, english_only: bool,
             tokenizer_json: Path | None = None, tiktoken: Path | None = None, data: bytes | None = None) -> Path:
     """Write a Hugging Face Whisper folder to ``out`` from a CTranslate2 model (strict load)."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     spec = parse_model_bin(data if data is not None else read_parts(model_parts))
     if spec.name != "WhisperSpec":

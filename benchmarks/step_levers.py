@@ -95,8 +95,8 @@ def main() -> None:
     runs: dict = {}
     chosen = args.levers.split(",")
     for family in args.families.split(","):
-        for r, lever in ((r, lv) for r in range(args.repeats)
-                         for lv in chosen[r % len(chosen):] + chosen[:r % len(chosen)]):
+        order = [(rep, lv) for rep in range(args.repeats) for lv in chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]]
+        for repeat, lever in order:
             if "compile" in lever and family not in args.compile_families.split(","):
                 continue
             cmd = [sys.executable, __file__, "--child", family, lever, "--steps", str(args.steps), "--warmup",
@@ -112,7 +112,7 @@ def main() -> None:
                 raise RuntimeError(f"{family} / {lever} failed:\n{out.stderr[-3000:]}")
             one = json.loads(out.stdout.strip().splitlines()[-1])
             runs.setdefault((family, lever), []).append(one)
-            print(f"{family} {lever} (repeat {r}): steady {one['steady']:.3f} s/step, first {one['first']:.2f} s", flush=True)
+            print(f"{family} {lever} (repeat {repeat}): steady {one['steady']:.3f} s/step, first {one['first']:.2f} s", flush=True)
     for key, got in runs.items():
         rows[key] = {k: statistics.median(g[k] for g in got) for k in ("first", "steady")} | {
             "batch": got[0]["batch"], "per_repeat": [g["steady"] for g in got]}

@@ -334,7 +334,7 @@ def run_side(side: str, kind: str, seed: int, cap: float, args, prep_file: Path,
     hit = next((e["t"] for e in events if e["acc"] >= target), None)
     best = max((e["acc"] for e in events), default=None)
     final = events[-1]["acc"] if events else None
-    print(f"  {kind} seed {seed} {side}: {'%.1f s' % hit if hit is not None else 'not reached'} "
+    print(f"  {kind} seed {seed} {side}: {f'{hit:.1f} s' if hit is not None else 'not reached'} "
           f"(best {best}, last {final}, {len(events)} evaluations, {wall:.0f} s{', capped' if capped else ''}"
           f"{', stopped at the target' if stopped else ''})", flush=True)
     return {"side": side, "kind": kind, "seed": seed, "hit": hit, "best": best, "final": final, "wall": wall,

@@ -2,6 +2,7 @@
 caching, fusion, export). It knows no domain: vision, audio and recsys register themselves."""
 
 from .audit import AuditConfig, AuditReport, AuditSplit, run_audit
+from .audit_driver import audit_data
 from .classifier import (
     ClassificationModel,
     TransferClassifier,
@@ -22,8 +23,10 @@ from .features import FeatureCache, fingerprint
 from .fusion import greedy_soup, uniform_soup, wise_ft
 from .hub import HubUnavailableError, push_to_hub, write_model_card
 from .metrics import ConfusionMatrix, metrics_from_confusion, per_class_report
+from .modality import Modality
 from .packaged import PackagedWeights, list_packaged, register_packaged
 from .precision import resolve_mixed_precision
+from .sources import LabelledSource, read_labelled
 from .strategies import (
     Strategy,
     StrategyConfig,
@@ -47,6 +50,8 @@ __all__ = [
     "EncoderNotFoundError",
     "FeatureCache",
     "HubUnavailableError",
+    "LabelledSource",
+    "Modality",
     "PackagedWeights",
     "Strategy",
     "StrategyConfig",
@@ -56,6 +61,7 @@ __all__ = [
     "TrainingData",
     "TransferClassifier",
     "TransferTask",
+    "audit_data",
     "classification_loss",
     "evaluate_classification",
     "fingerprint",
@@ -68,6 +74,7 @@ __all__ = [
     "metrics_from_confusion",
     "per_class_report",
     "push_to_hub",
+    "read_labelled",
     "register_encoder_scheme",
     "register_hf_task",
     "register_packaged",

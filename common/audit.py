@@ -1,6 +1,6 @@
 """Data audit: what in a labelled set would mislead training, found with the encoder's features.
 
-The core knows no domain. A domain (``transferkit.vision.audit``, ``transferkit.audio.audit``) decodes
+The core knows no domain. A modality (through :func:`~transferkit.common.audit_driver.audit_data`) decodes
 every file with its own decoder, hands over the ones that failed with the decoder's reason, a content
 hash per item and one feature vector per usable item (:class:`AuditSplit`); :func:`run_audit` then finds
 
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # What each kind of flag means, and which kinds write_clean leaves out by default.
 KINDS = {
-    "file": "the decoder could not use the file (unreadable, empty, truncated, corrupt, silent, clipped, ...)",
+    "file": "the decoder could not use the file, or the modality's own check refused it (unreadable, empty, corrupt, ...)",
     "duplicate": "an exact or near copy of an earlier training item (the earlier one is kept)",
     "leakage": "a training item that is an exact or near copy of a test item",
     "label": "a label that the out-of-fold probe and cleanlab find likely wrong",

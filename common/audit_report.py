@@ -1,7 +1,7 @@
 """The files an audit writes: ``audit.md``, ``audit.html``, ``flagged.csv`` and ``audit-config.json``.
 
 ``audit.html`` is one self-contained page: every flagged item is shown by the domain's ``preview``
-(a thumbnail for an image, a player for a clip, both inlined as base64 so the page can be mailed or
+(whatever the modality shows: a thumbnail, a player, inlined as base64 so the page can be mailed or
 attached to an issue), beside its partner for duplicates and leakage, with its reason and score.
 Nothing is written outside the output folder, and the output folder may not lie inside the data.
 """
@@ -27,15 +27,14 @@ from .report import markdown_table
 if TYPE_CHECKING:
     from .audit import AuditConfig, AuditSplit, Flag
 
-# What each reason means and what its score measures, in the order the reports list them.
-REASONS = {
-    "unreadable": ("the decoder cannot read the file as an image or audio", "-"),
+# What each reason means and what its score measures, in the order the reports list them; a modality
+# adds its own decoder and check reasons (AuditReport.reasons), listed after the file reasons here.
+FILE_REASONS = {
+    "unreadable": ("the decoder cannot read the file", "-"),
     "empty": ("the file or its decoded content is empty", "-"),
-    "truncated": ("the file ends before its data does", "-"),
-    "corrupt": ("the file's data cannot be decoded, or holds invalid samples", "-"),
-    "too_large": ("more pixels than the decoder's safety limit", "pixels"),
-    "silent": ("the clip's peak is below the silence threshold", "peak, dB full scale"),
-    "clipped": ("too many samples sit at full scale", "fraction of samples at full scale"),
+    "corrupt": ("the file's data cannot be decoded, or holds invalid values", "-"),
+}
+FEATURE_REASONS = {
     "exact_duplicate": ("the same bytes as an earlier training item", "cosine similarity (1 for a copy)"),
     "near_duplicate": ("encoder features almost equal to an earlier training item's", "cosine similarity"),
     "leakage": ("a training item that is an exact or near copy of a test item", "cosine similarity"),
@@ -43,6 +42,7 @@ REASONS = {
                     "label quality: the probe's probability of the given label"),
     "outlier": ("far from its nearest training items", "robust z-score of the kNN distance"),
 }
+REASONS = {**FILE_REASONS, **FEATURE_REASONS}
 CSV_COLUMNS = ["kind", "reason", "split", "index", "source", "label", "score", "partner_split", "partner",
                "partner_source", "partner_label", "conflict", "dropped", "detail"]
 
@@ -69,6 +69,12 @@ class AuditReport:
     notes: list[str]
     pred_probs: np.ndarray | None = field(default=None, repr=False)
     preview: Callable[[str, int], str] | None = field(default=None, repr=False, compare=False)
+    #: the modality's own reasons (``{"silent": (meaning, what the score measures)}``)
+    reasons: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def reason_table(self) -> dict[str, tuple[str, str]]:
+        """Every reason this report can list, in report order: file reasons, the modality's, then the features'."""
+        return {**FILE_REASONS, **self.reasons, **FEATURE_REASONS}
 
     def by_reason(self) -> dict[str, int]:
         """Number of flags per reason."""
@@ -138,8 +144,8 @@ def write_outputs(report: AuditReport, out: str | os.PathLike | None, write_clea
     return result
 
 
-def _order(reason: str) -> int:
-    return list(REASONS).index(reason) if reason in REASONS else len(REASONS)
+def _order(reason: str, reasons: dict = REASONS) -> int:
+    return list(reasons).index(reason) if reason in reasons else len(reasons)
 
 
 def _check_out_dir(report: AuditReport, out_dir: Path) -> None:
@@ -159,7 +165,8 @@ def write_report(report: AuditReport, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "audit.md", "html": out_dir / "audit.html", "csv": out_dir / "flagged.csv",
              "config": out_dir / "audit-config.json"}
-    rows = sorted(report.rows(), key=lambda r: (_order(r["reason"]), r["split"], r["index"]))
+    table = report.reason_table()
+    rows = sorted(report.rows(), key=lambda r: (_order(r["reason"], table), r["split"], r["index"]))
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -195,8 +202,9 @@ def markdown(report: AuditReport, rows: list[dict]) -> str:
              f"`write_clean` leaves out {s['dropped_by_write_clean']} (kinds: {', '.join(report.config.drop) or 'none'}). "
              "The audit read the files and changed none of them.", "", "## Flags", ""]
     counts = Counter(r["reason"] for r in rows)
-    table = [{"reason": r, "items": counts[r], "meaning": REASONS.get(r, ("", ""))[0], "score": REASONS.get(r, ("", "-"))[1]}
-             for r in sorted(counts, key=_order)]
+    reasons = report.reason_table()
+    table = [{"reason": r, "items": counts[r], "meaning": reasons.get(r, ("", ""))[0], "score": reasons.get(r, ("", "-"))[1]}
+             for r in sorted(counts, key=lambda r: _order(r, reasons))]
     lines += [markdown_table(table, ["reason", "items", "meaning", "score"]) if table else "Nothing flagged.", ""]
     lines += ["## Class balance", "", markdown_table(report.class_balance(),
                                                       ["label", "train", "test", "train after cleaning"]), ""]
@@ -226,8 +234,7 @@ h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 .card.dropped{border-color:#c33}
 .pair{display:flex;gap:6px;align-items:flex-start}
 .pair>div{flex:1;min-width:0}
-.card img{max-width:100%;max-height:140px;display:block}
-.card audio{width:100%}
+.card .pair>div>:first-child{max-width:100%;max-height:140px;display:block}
 .src{word-break:break-all;color:#555}
 .score{font-weight:bold}
 .conflict{color:#c33;font-weight:bold}
@@ -277,8 +284,9 @@ def page(report: AuditReport) -> str:
         by_reason.setdefault(flag.reason, []).append(flag)
     if not by_reason:
         parts.append("<p>Nothing flagged.</p>")
-    for reason in sorted(by_reason, key=_order):
-        meaning, score = REASONS.get(reason, ("", "-"))
+    reasons = report.reason_table()
+    for reason in sorted(by_reason, key=lambda r: _order(r, reasons)):
+        meaning, score = reasons.get(reason, ("", "-"))
         parts.append(f"<h2>{e(reason)} ({len(by_reason[reason])})</h2><p>{e(meaning)}; score: {e(score)}.</p><div class='grid'>")
         parts += [_card(report, f, f.split == "train" and f.index in gone) for f in by_reason[reason]]
         parts.append("</div>")

@@ -11,7 +11,6 @@ examples become model inputs (:meth:`TransferClassifier.prepare_inputs`).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
-from .features import FeatureCache
+from .features import FeatureCache, fingerprint
 from .metrics import ConfusionMatrix, per_class_report
+from .modality import DecodedItems, Modality, decodable, labelled_collate
+from .sources import dataset_targets, is_dataset
 from .strategies import Strategy
 from .task import StageData, TrainingData, TransferTask
 from .trainer import TrainResult
@@ -86,7 +88,7 @@ def evaluate_classification(num_labels: int) -> Callable[[nn.Module, Any], dict]
     return evaluate
 
 
-class _FeatureSet(torch.utils.data.Dataset):
+class FeatureSet(torch.utils.data.Dataset):
     """Cached features; the loader fetches whole batches at once (``__getitems__``), not row by row."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -116,12 +118,15 @@ def _head_only(config: TrainConfig) -> bool:
 class TransferClassifier(TransferTask):
     """Base class: a pretrained encoder plus a linear head for ``labels``.
 
-    Subclasses set ``task`` (the pipeline tag) and ``encoder_task`` (the registered encoder task,
-    ``"image"``/``"audio"``) and implement :meth:`prepare_inputs`, :meth:`labelled` and
-    :meth:`~transferkit.common.task.TransferTask.training_data`.
+    Subclasses set ``task`` (the pipeline tag), ``encoder_task`` (the registered encoder task) and
+    ``modality`` (a :class:`~transferkit.common.modality.Modality`), which gives :meth:`prepare_inputs`,
+    :meth:`labelled`, :meth:`training_data`, :meth:`predict`, :meth:`reference` and :meth:`search_space`
+    their defaults; a subclass overrides them where it knows better (a decode cache).
     """
 
     encoder_task: ClassVar[str] = ""
+    #: the modality adapter: reading, decoding and collating the data, the reference, the search's own choices
+    modality: ClassVar[type[Modality] | None] = None
 
     def __init__(self, encoder: Encoder, labels: Sequence[str], strategy: str | Strategy = "finetune") -> None:
         labels = [str(x) for x in labels]
@@ -140,14 +145,51 @@ class TransferClassifier(TransferTask):
     def head(self) -> nn.Linear:
         return self.model.head
 
-    # -- hooks for the domain ------------------------------------------------------------------
+    # -- hooks for the domain (defaults from the modality adapter) ------------------------------
+    def adapter(self) -> Modality:
+        """The modality adapter bound to this classifier's encoder."""
+        if self.modality is None:
+            raise TypeError(f"{type(self).__name__} names no modality; set its `modality` class attribute "
+                            "to a transferkit.common.modality.Modality subclass")
+        return self.modality(self.encoder)
+
+    @classmethod
+    def labels_of(cls, data: Any) -> list[str]:
+        """The sorted distinct labels of a labelled source, read without decoding."""
+        if cls.modality is None:
+            raise TypeError(f"{cls.__name__} names no modality; pass labels=")
+        if is_dataset(data):  # the label column alone: the media column is not read
+            return sorted(set(dataset_targets(data)[1]))
+        return sorted(set(cls.modality().read(data).targets))
+
     def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Raw examples (paths, arrays) -> one batch of encoder inputs, without augmentation."""
-        raise NotImplementedError
+        m = self.adapter()
+        return m.collate([m.decode(x) for x in examples])
 
     def labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
-        """A labelled data source -> its examples and their label names."""
-        raise NotImplementedError
+        """A labelled data source -> the examples that decode and their label names (the others are
+        skipped, counted and logged by :func:`decodable`)."""
+        m = self.adapter()
+        source = decodable(m, m.read(data))
+        return source.items, source.targets
+
+    def training_data(self, train: Any, eval: Any, config: TrainConfig, **options: Any) -> TrainingData:
+        """The modality's reader and decoder, its collate (augmented for training); no options."""
+        if options:
+            raise TypeError(f"{type(self).__name__}.fit got unexpected keyword(s) {sorted(options)}")
+        m = self.adapter()
+        sources = {"train": decodable(m, m.read(train)), **({"eval": decodable(m, m.read(eval))} if eval is not None else {})}
+        for name, source in sources.items():
+            self.check_labels(source.targets, {"train": "the training data", "eval": "the evaluation data"}[name])
+        self.start_training(config)
+        sets = {name: DecodedItems(m, s.items, [self.label2id[t] for t in s.targets]) for name, s in sources.items()}
+        fps = {name: fingerprint([str(x) if isinstance(x, (str, os.PathLike)) else x for x in s.items], s.targets)
+               for name, s in sources.items()}
+        info = {"train_examples": len(sets["train"]), "eval_examples": len(sets.get("eval", ())),
+                "skipped_train": {k: v for k, v in sources["train"].skipped.items() if v}}
+        return TrainingData(sets["train"], sets.get("eval"), labelled_collate(m, augment=True), labelled_collate(m),
+                            probe_train=sets["train"], fingerprints={**fps, "preprocess": m.fingerprint()}, info=info)
 
     @classmethod
     def rebuild(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
@@ -180,28 +222,32 @@ class TransferClassifier(TransferTask):
         kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
         fps = data.fingerprints
 
-        def features(examples: Sequence, part: str) -> _FeatureSet:
+        def features(examples: Sequence, part: str) -> FeatureSet:
             key = (enc_fp, fps.get(part), fps.get("preprocess"))
-            return _FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
+            return FeatureSet(*cache.get_or_compute(self.encoder, examples, key_parts=key, **kw))
 
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
                          head_only=_head_only(config))
 
-    def search(self, train, eval=None, *, config, **options):
+    def search(self, train, eval=None, *, config, search: Any = None, **options):
+        """``strategy="auto"``: the recipe search, set by a :class:`~transferkit.common.search.SearchConfig`
+        (``search=``) or by its fields as ``fit`` keywords (``time_budget=600``), not both."""
         from .search import SEARCH_FIELDS, SearchConfig, run_search
 
-        search = SearchConfig(**{k: options.pop(k) for k in list(options) if k in SEARCH_FIELDS})
-        return run_search(self, train, eval, config=config, search=search, **options)
+        fields = {k: options.pop(k) for k in list(options) if k in SEARCH_FIELDS}
+        if search is not None and fields:
+            raise ValueError(f"pass the search's settings as search=SearchConfig(...) or as keywords {sorted(fields)}, not both")
+        return run_search(self, train, eval, config=config, search=search or SearchConfig(**fields), **options)
 
     def search_space(self, trial: Any, task: TransferClassifier) -> dict[str, Any]:
-        """The domain's own recipe choices for an Optuna ``trial``: ``fit`` keywords to add, or changes
-        made to ``task`` (a copy being tried, e.g. its processor's input size). None by default."""
-        return {}
+        """The modality's own recipe choices for an Optuna ``trial``: ``fit`` keywords to add, or changes
+        made to ``task`` (a clone being tried, e.g. its processor's input size)."""
+        return self.adapter().search_space(trial, task) if self.modality is not None else {}
 
     def reference(self) -> Any:
-        """The simple reference results sit beside (``fit(examples, labels)``, ``predict(examples)``), or None."""
-        return None
+        """The modality's simple reference results sit beside (``fit(examples, labels)``, ``predict(examples)``), or None."""
+        return self.adapter().reference() if self.modality is not None else None
 
     def search_defaults(self, strategy: str, config: TrainConfig) -> dict[str, Any]:
         """Settings of the search's first trial of ``strategy`` (Optuna parameter names: ``lr``,
@@ -244,6 +290,11 @@ class TransferClassifier(TransferTask):
         probs = self.logits(examples, batch_size).softmax(-1)
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
                  "scores": {name: float(v) for name, v in zip(self.labels, p)}} for p in probs]
+
+    def predict(self, inputs: Any, *, batch_size: int = 64) -> list[dict]:
+        """Label and class probabilities for each item (a path, or a list of items the modality decodes)."""
+        items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        return self._predict(items, batch_size)
 
     def evaluate(self, data: Any, *, out_dir: str | os.PathLike | None = None, batch_size: int = 64) -> dict:
         """Accuracy, macro-F1, a per-class report and the confusion matrix (PNG written to ``out_dir``)."""
@@ -322,10 +373,14 @@ def train_classifier(model: ClassificationModel, config: TrainConfig, train: Seq
                      lengths: Sequence[int] | None = None, run_info: dict | None = None,
                      probe_train: Sequence | None = None) -> dict[str, TrainResult]:
     """Deprecated: subclass :class:`TransferClassifier` (or call its ``fit``) instead."""
-    warnings.warn("train_classifier is deprecated; use a TransferClassifier's fit", DeprecationWarning, stacklevel=2)
+    deprecation.warn("train_classifier", "a TransferClassifier's fit")
     data = TrainingData(train, eval, train_collate, eval_collate, lengths, probe_train, fingerprints)
     task = _ModelClassifier(model, config.legacy.get("strategy", "finetune"), data)
     return task.fit(train, eval, config=config)
+
+
+# The name FeatureSet had before it became public.
+_FeatureSet = FeatureSet
 
 
 def _saved_processor(folder: Path, task: str) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .hub import HubUnavailableError
 from .registry import DEMOS_GROUP, DOMAINS_GROUP, plugins
 from .search import SEARCH_FIELDS, SearchConfig
 from .strategies import Strategy, get_strategy, list_strategies, pop_strategy_settings, strategy_classes
@@ -269,10 +270,29 @@ def _run_demo(args: argparse.Namespace, demos: dict[str, Callable]) -> int:
     return 0
 
 
+# A user's mistake or environment rather than a bug: bad input (ValueError, and the domains' decode errors
+# derive from it), a missing file or model and an unreachable Hub (OSError: FileNotFoundError,
+# EncoderNotFoundError), a missing optional package (ImportError), the Hub refusing an upload.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, HubUnavailableError)
+USAGE_ERROR = 2  # the exit status of an expected error, as argparse exits on a bad flag
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. An expected error prints one ``error: ...`` line (its message says the fix) and exits
+    with status 2; ``--verbose`` prints the traceback above it."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except EXPECTED_ERRORS as err:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__
+        hint = "" if args.verbose else " (run with --verbose for the traceback)"
+        print(f"error: {message}{hint}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import json
 import math
 import operator
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .deprecation import LEGACY_TRAIN_FIELDS, pop_legacy_train_fields
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
@@ -45,14 +46,8 @@ def check_settings(obj: Any) -> None:
 
 
 @dataclass
-class TrainConfig:
-    """How a transfer run trains.
-
-    Example:
-        >>> cfg = TrainConfig(output_dir="runs/ants", epochs=5)
-        >>> cfg.head_lr
-        0.001
-    """
+class TrainSettings:
+    """The fields of :class:`TrainConfig` (use that class: it also accepts the deprecated strategy fields)."""
 
     output_dir: str = setting("transferkit-run", "Folder for checkpoints, metrics and exports.")
     epochs: int = setting(10, "Training epochs (the fine-tuning stage for lp_ft).", ge=1)
@@ -92,12 +87,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        self.legacy: dict[str, Any] = getattr(self, "legacy", {})
 
     @property
     def effective_eval_batch_size(self) -> int:
         return self.eval_batch_size or 2 * self.batch_size
 
-    def replace(self, **changes: Any) -> TrainConfig:
+    def replace(self, **changes: Any) -> TrainSettings:
         """A copy with some fields changed (validated again)."""
         new = dataclasses.replace(self, **changes)
         new.legacy = dict(self.legacy)
@@ -112,7 +108,7 @@ class TrainConfig:
         Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2, default=str) + "\n")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
         names = {f.name for f in dataclasses.fields(cls)} | set(LEGACY_FIELDS)
         unknown = sorted(set(values) - names)
         if unknown:
@@ -120,20 +116,22 @@ class TrainConfig:
         return cls(**values)
 
 
-# Fields TrainConfig had before each strategy got its own settings dataclass. They are still
-# accepted (with a DeprecationWarning) and handed to the strategy by the task's ``fit``.
-LEGACY_FIELDS = ("strategy", "probe_epochs", "top_k_blocks", "llrd_decay", "lora_r", "lora_alpha", "lora_dropout",
-                 "lora_targets", "feature_cache")
-_dataclass_init = TrainConfig.__init__
+class TrainConfig(TrainSettings):
+    """How a transfer run trains.
+
+    Strategy settings it used to hold (``TrainConfig(lora_r=8)``) are still accepted with a
+    DeprecationWarning (:mod:`transferkit.common.deprecation`) and handed to the strategy by ``fit``.
+
+    Example:
+        >>> cfg = TrainConfig(output_dir="runs/ants", epochs=5)
+        >>> cfg.head_lr
+        0.001
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        legacy = pop_legacy_train_fields(kwargs)
+        super().__init__(*args, **kwargs)
+        self.legacy = legacy
 
 
-def _init(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
-    legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in LEGACY_FIELDS}
-    _dataclass_init(self, *args, **kwargs)
-    if legacy:
-        warnings.warn(f"TrainConfig({', '.join(legacy)}=...) is deprecated: strategy settings belong to the "
-                      "strategy (get_strategy('lora', r=8), or fit(..., lora_r=8))", DeprecationWarning, stacklevel=2)
-    self.legacy = legacy
-
-
-TrainConfig.__init__ = _init  # type: ignore[method-assign]
+LEGACY_FIELDS = LEGACY_TRAIN_FIELDS  # the name other modules know

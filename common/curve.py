@@ -12,6 +12,7 @@ same head-only loop ``fit`` runs, and scored on the test rows, so probe points c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig
-from .report import _pyplot, _save, markdown_table
+from .report import markdown_table, pyplot, save_figure
 from .strategies import get_strategy
+from .task import LOOP_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +85,10 @@ def label_curve(task: Any, train: Any, test: Any, *, out_dir: str | Path, budget
             acc = _probe_point(task, pristine, method, encoded, idx, config.replace(
                 output_dir=str(out / "runs" / f"{method}-{per_class or 'all'}-seed{seed}"), seed=seed), fit_options)
         else:
-            point = copy.copy(task)
-            point.model, point.results, point.recipe_info = copy.deepcopy(pristine), {}, {}
-            point._set_strategy(method)
+            point = task.clone(method, model=pristine)
             run = out / "runs" / f"{method}-{per_class or 'all'}-seed{seed}"
-            point.fit(part, config=config.replace(output_dir=str(run), seed=seed), feature_cache=str(out / "features"),
-                      **fit_options)
+            cache = {"feature_cache": str(out / "features")} if _has_setting(method, "feature_cache") else {}
+            point.fit(part, config=config.replace(output_dir=str(run), seed=seed), **cache, **fit_options)
             acc = float(point.evaluate((test_examples, test_targets))["accuracy"])
         points.append({"labels_per_class": per_class or "all", "method": method, "seed": seed, "accuracy": acc,
                        "train_examples": len(idx), "seconds": round(time.perf_counter() - t0, 2)})
@@ -104,6 +104,10 @@ def label_curve(task: Any, train: Any, test: Any, *, out_dir: str | Path, budget
     return points
 
 
+def _has_setting(strategy: str, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(get_strategy(strategy).config_class))
+
+
 def _is_cached_probe(strategy: str) -> bool:
     stages = get_strategy(strategy).stages()
     return len(stages) == 1 and stages[0].uses_feature_cache
@@ -112,8 +116,7 @@ def _is_cached_probe(strategy: str) -> bool:
 def _encode_once(task: Any, train: Any, test: Any, config: TrainConfig, out: Path) -> tuple[Any, Any]:
     """The training data as the task prepares it, and its feature sets (train, test) from the task's own
     cached stage: one pass of the frozen encoder over each, stored in ``out/features``."""
-    first = copy.copy(task)
-    first.model = copy.deepcopy(task.model)
+    first = task.clone()
     data = first.training_data(train, test, config)
     stage = get_strategy("linear_probe")
     sets = first.cached_stage(stage, data, stage.stage_config(config), out)
@@ -126,26 +129,19 @@ def _encode_once(task: Any, train: Any, test: Any, config: TrainConfig, out: Pat
 def _probe_point(task: Any, pristine: Any, method: str, encoded: tuple[Any, Any], idx: list[int], config: TrainConfig,
                  fit_options: dict) -> float:
     """One probe point: a fresh head trained by ``fit`` on the rows ``idx`` of the shared features."""
-    import dataclasses
 
     import torch
 
-    from .classifier import _FeatureSet
+    from .classifier import FeatureSet
 
     data, sets = encoded
     rows = torch.as_tensor(idx)
-    subset = dataclasses.replace(sets, train=_FeatureSet(sets.train.features[rows], sets.train.labels[rows]), eval=None)
-    point = copy.copy(task)
-    point.model, point.results, point.recipe_info = copy.deepcopy(pristine), {}, {}
-    point._set_strategy(method)
-
-    def training_data(train: Any, eval: Any, config: TrainConfig, **options: Any) -> Any:
-        point.start_training(config)  # the new head from the point's seed, as training_data always does
-        return dataclasses.replace(data, eval=None, info={**data.info, "train_examples": len(idx), "eval_examples": 0})
-
-    point.training_data = training_data
-    point.cached_stage = lambda stage, data, config, run_dir: subset
-    point.fit(None, config=config, **fit_options)
+    subset = dataclasses.replace(sets, train=FeatureSet(sets.train.features[rows], sets.train.labels[rows]), eval=None)
+    point = task.clone(method, model=pristine)
+    config = config.replace(**{k: v for k, v in fit_options.items() if k in LOOP_FIELDS})  # the loop's fit keywords
+    point.start_training(config)  # the new head from the point's seed, as training_data always does
+    point.fit_prepared(dataclasses.replace(data, eval=None, info={**data.info, "train_examples": len(idx), "eval_examples": 0}),
+                       config=config, features=subset)
     head = point.model.head
     with torch.no_grad():
         pred = head(sets.eval.features.to(head.weight.device, head.weight.dtype)).argmax(-1).cpu()
@@ -165,7 +161,7 @@ def summarise(points: Sequence[dict]) -> list[dict]:
 
 
 def plot_curve(points: Sequence[dict], path: str | Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     budgets = list(dict.fromkeys(p["labels_per_class"] for p in points))
     x = {b: i for i, b in enumerate(budgets)}
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -179,4 +175,4 @@ def plot_curve(points: Sequence[dict], path: str | Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

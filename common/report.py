@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display
@@ -17,11 +17,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -133,7 +133,7 @@ def _line_chart(x: Sequence[float], left: Sequence[tuple], right: Sequence[tuple
 
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Confusion matrix with counts; rows are true labels, columns predictions."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
     ax.imshow(cm, cmap="Blues")
@@ -148,13 +148,13 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
                     color="white" if cm[i, j] > peak / 2 else "black")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bars(rows: Sequence[dict], label_key: str, value_keys: Sequence[str], path: str | Path,
               title: str = "", ylabel: str = "") -> Path:
     """Grouped bars: one group per row, one bar per value key."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) * len(value_keys)), 3.8))
     width = 0.8 / len(value_keys)
     x = np.arange(len(rows))
@@ -167,7 +167,7 @@ def plot_bars(rows: Sequence[dict], label_key: str, value_keys: Sequence[str], p
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str], floatfmt: str = ".3f") -> str:
@@ -181,3 +181,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str], floatfmt: str =
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# The names these helpers had before they became public (imported across modules).
+_pyplot, _save = pyplot, save_figure

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig, check_settings, setting
-from .strategies import get_strategy, list_strategies
+from .strategies import get_strategy, list_strategies, strategy_class
 from .trainer import Callback
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,9 @@ class SearchConfig:
 
 
 SEARCH_FIELDS = frozenset(SearchConfig.__dataclass_fields__)
-# The first trials try each strategy once, cheapest and most often best with few labels first (a probe on
-# cached features costs seconds; LP-FT reuses its cache): a tight budget still sees them.
-STARTUP_ORDER = {"linear_probe": 0, "lp_ft": 1, "finetune": 2}
-PROBE_EPOCHS = (10, 30)  # epochs a probe stage on cached features may take; its first trial takes the longer
+# The first trials try each strategy once, in the strategies' ``search_order``: cheapest and most often best
+# with few labels first (a probe on cached features costs seconds; LP-FT reuses its cache), so that a tight
+# budget still sees them.
 
 
 def stratified_split(targets: Sequence[Any], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,24 +98,15 @@ class _Report(Callback):
 
 
 def suggest(trial: Any, strategies: Sequence[str], config: TrainConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """A recipe: the strategy, its settings, and the loop's rates (log-uniform around the usual values)."""
+    """A recipe: the strategy, its settings (from the strategy's own
+    :meth:`~transferkit.common.Strategy.search_space`), and the loop's rates (log-uniform around the usual
+    values; ``lr`` only for a strategy that trains the encoder)."""
     name = trial.suggest_categorical("strategy", list(strategies))
+    cls = strategy_class(name)
     loop = {"head_lr": trial.suggest_float("head_lr", 1e-4, 1e-1, log=True)}
-    settings: dict[str, Any] = {}
-    if name != "linear_probe":
+    if cls.trains_encoder:
         loop["lr"] = trial.suggest_float("lr", 1e-5, 3e-3, log=True)
-    if name == "partial":
-        settings["top_k_blocks"] = trial.suggest_int("top_k_blocks", 1, 4)
-    if name == "llrd":
-        settings["decay"] = trial.suggest_float("decay", 0.5, 0.95)
-    if name == "lora":
-        settings["r"] = trial.suggest_categorical("r", [4, 8, 16])
-    if name in ("lp_ft", "linear_probe"):
-        # A probe stage trains on cached features: its epochs cost next to nothing, so it takes its own
-        # count (the run's ``epochs`` are sized for training the body).
-        epochs = trial.suggest_categorical("probe_epochs", list(PROBE_EPOCHS))
-        settings["probe_epochs" if name == "lp_ft" else "epochs"] = epochs
-    return name, settings, loop
+    return name, cls.search_space(trial), loop
 
 
 def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search: SearchConfig,
@@ -149,7 +139,7 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
     _requeue_interrupted(study)
     if not study.trials:  # start with each strategy once at the configured rates, so every one is tried
         usual = {"lr": min(max(config.lr, 1e-5), 3e-3), "head_lr": min(max(config.head_lr, 1e-4), 1e-1)}
-        for s in sorted(strategies, key=lambda s: (STARTUP_ORDER.get(s, len(STARTUP_ORDER)), s)):
+        for s in sorted(strategies, key=lambda s: (strategy_class(s).search_order, s)):
             study.enqueue_trial({"strategy": s, **usual, **startup_settings(s, config), **task.search_defaults(s, config)},
                                 skip_if_exists=True)
     # Queued trials (each strategy's first, and trials a killed search left unfinished) run to the end: pruned
@@ -158,11 +148,9 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
 
     def objective(trial: Any) -> float:
         name, settings, loop = suggest(trial, strategies, config)
-        trial_task = copy.copy(task)
-        trial_task.model, trial_task.results, trial_task.auto, trial_task.recipe_info = copy.deepcopy(pristine), {}, False, {}
         if any(f.name == "feature_cache" for f in dataclasses.fields(get_strategy(name).config_class)):
             settings["feature_cache"] = str(run_dir / "features")  # one feature cache for every probe trial
-        trial_task.strategy = get_strategy(name, **settings)
+        trial_task = task.clone(get_strategy(name, **settings), model=pristine)
         domain = task.search_space(trial, trial_task)
         cfg = config.replace(output_dir=str(run_dir / "trials" / f"{trial.number:03d}"), save_checkpoints=False,
                              plot=False, progress=False, resume=False,
@@ -229,12 +217,8 @@ def run_search(task: Any, train: Any, eval: Any, *, config: TrainConfig, search:
 
 
 def startup_settings(strategy: str, config: TrainConfig) -> dict[str, Any]:
-    """Settings of a strategy's first trial: a probe stage runs its longer epoch count; where the configured
-    rates are the loop's defaults, a probe on frozen features takes a head rate ten times the fine-tuning head's."""
-    out: dict[str, Any] = {"probe_epochs": max(PROBE_EPOCHS)} if strategy in ("lp_ft", "linear_probe") else {}
-    if strategy == "linear_probe" and config.head_lr == TrainConfig.head_lr:
-        out["head_lr"] = 10 * config.head_lr
-    return out
+    """Optuna parameters of a strategy's first trial, as the strategy says (:meth:`Strategy.search_start`)."""
+    return strategy_class(strategy).search_start(config)
 
 
 def _patience(strategy: str, config: TrainConfig, search: SearchConfig) -> int | None:
@@ -313,9 +297,9 @@ def _write_trials(study: Any, run_dir: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=["trial", "state", "dev_score", "seconds", "best_epoch", "trainable", *params])
         writer.writeheader()
         writer.writerows(rows)
-    from .report import _pyplot, _save
+    from .report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name in sorted({r["strategy"] for r in rows if r.get("strategy")}):
         pts = [(r["trial"], r["dev_score"]) for r in rows if r.get("strategy") == name and r["dev_score"] is not None]
@@ -325,4 +309,4 @@ def _write_trials(study: Any, run_dir: Path) -> None:
     ax.set_ylabel("dev score")
     ax.set_title("recipe search")
     ax.legend(fontsize=7)
-    _save(fig, run_dir / "search.png")
+    save_figure(fig, run_dir / "search.png")

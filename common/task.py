@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from .trainer import EvalFn, LossFn, Trainer, TrainResult
 RUN_FILE = "transferkit-run.json"
 AUTO = "auto"  # strategy="auto": search the recipe (see transferkit.common.search)
 INFO_FILE = "transferkit.json"
-_LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # fit keywords that set the loop
 
 
 @dataclass
@@ -83,7 +84,7 @@ class StageData:
     head_only: bool = False
 
 
-class TransferTask(PushToHubMixin):
+class TransferTask(PushToHubMixin, ABC):
     """Base class of every transfer task; see the module docstring for the hooks a subclass supplies.
 
     Args:
@@ -97,34 +98,37 @@ class TransferTask(PushToHubMixin):
 
     def __init__(self, strategy: str | Strategy = "finetune") -> None:
         self.strategy = get_strategy("finetune")
-        self._set_strategy(strategy)  # fail now, not after loading data
+        self.set_strategy(strategy)  # fail now, not after loading data
         self.results: dict[str, TrainResult] = {}
         self.train_info: dict[str, Any] = {}
         self.recipe_info: dict[str, Any] = {}  # what a recipe search chose, for the run file and model card
 
     # -- hooks -----------------------------------------------------------------------------------
     @property
+    @abstractmethod
     def encoder(self) -> Encoder:
-        raise NotImplementedError
+        """The pretrained body the strategy freezes or trains."""
 
     @property
+    @abstractmethod
     def head(self) -> nn.Module:
         """The new layers, which learn under every strategy."""
-        raise NotImplementedError
 
     def default_config(self) -> TrainConfig:
         """The loop settings when ``fit`` gets no ``config`` (a recognizer selects on WER)."""
         return TrainConfig()
 
+    @abstractmethod
     def training_data(self, train: Any, eval: Any, config: TrainConfig, **options: Any) -> TrainingData:
         """Read and check the user's data; ``options`` are the task's own ``fit`` keywords."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss_fn(self, config: TrainConfig) -> LossFn:
-        raise NotImplementedError
+        """The loss of a batch under the loop settings ``config``."""
 
+    @abstractmethod
     def eval_fn(self) -> EvalFn:
-        raise NotImplementedError
+        """The per-epoch metrics: ``evaluate(model, loader) -> dict``."""
 
     def cached_stage(self, stage: Strategy, data: TrainingData, config: TrainConfig, run_dir: Path) -> StageData | None:
         """Datasets of cached encoder features for a head-only stage, or None to run it on ``data``."""
@@ -138,25 +142,26 @@ class TransferTask(PushToHubMixin):
         """Files besides the checkpoints that :meth:`from_run_meta` needs (a tokenizer, say)."""
 
     @classmethod
+    @abstractmethod
     def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> TransferTask:
-        raise NotImplementedError
+        """The task (untrained weights) of a run folder whose run file is ``meta``."""
 
+    @abstractmethod
     def export(self, folder: Path) -> dict[str, Any]:
         """Write the model files into ``folder``; return facts to keep in its ``transferkit.json``."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def restore(cls, folder: Path, info: dict[str, Any], **kwargs: Any) -> TransferTask:
         """Rebuild the task from an export folder (its ``transferkit.json`` is ``info``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, inputs: Any, **kwargs: Any) -> list[dict]:
         """One dict per input (``{"label", "score", "scores"}``, ``{"text"}``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, data: Any, *, out_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict:
         """The task's metrics on labelled ``data`` (figures, where the task draws any, go to ``out_dir``)."""
-        raise NotImplementedError
 
     def card_data(self) -> dict[str, Any]:
         """Lines of the model card about the data (and the recipe a search chose)."""
@@ -172,9 +177,9 @@ class TransferTask(PushToHubMixin):
         """
         config = config or self.default_config()
         options = {**{k: v for k, v in config.legacy.items() if k != "strategy"}, **options}
-        config = config.replace(**{k: options.pop(k) for k in list(options) if k in _LOOP_FIELDS})
+        config = config.replace(**{k: options.pop(k) for k in list(options) if k in LOOP_FIELDS})
         if "strategy" in options:  # fit(..., strategy="lora") or strategy="auto"
-            self._set_strategy(options.pop("strategy"))
+            self.set_strategy(options.pop("strategy"))
         if self.auto:
             return self.search(train, eval, config=config, **options)
         settings = pop_strategy_settings(self.strategy, options)
@@ -182,28 +187,55 @@ class TransferTask(PushToHubMixin):
             self.strategy = get_strategy(self.strategy, **settings)
         callbacks = options.pop("callbacks", ())
         data = self.training_data(train, eval, config, **options)
+        return self.fit_prepared(data, config=config, callbacks=callbacks)
+
+    def fit_prepared(self, data: TrainingData, *, config: TrainConfig, callbacks: Sequence = (),
+                     features: StageData | None = None) -> dict[str, TrainResult]:
+        """Train on data already prepared (by :meth:`training_data`), through every stage of the strategy.
+
+        ``features``: encoder features computed once (a classifier's cached features): every stage
+        that trains the head alone on a frozen encoder trains on them instead of encoding ``data``
+        again, which is how a learning curve trains many probes on one pass of the encoder.
+        """
         self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy.name, **self.recipe_info, **data.info}
-        self.results = self._run_stages(config, data, callbacks)
+        self.results = self._run_stages(config, data, callbacks, features)
         self._write_run_file(config)
         return self.results
 
-    def _set_strategy(self, strategy: str | Strategy) -> None:
+    def clone(self, strategy: str | Strategy | None = None, *, model: nn.Module | None = None) -> TransferTask:
+        """A copy to try another recipe on: its own copy of the model (of ``model``, e.g. the untrained one
+        kept aside, or else of this task's as it is now), no results, and ``strategy`` (default: this task's)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(model if model is not None else self.model)
+        twin.results, twin.train_info, twin.recipe_info = {}, {}, {}
+        twin.set_strategy(strategy if strategy is not None else self.strategy)
+        return twin
+
+    def set_strategy(self, strategy: str | Strategy) -> None:
+        """Train with ``strategy`` from now on (a name, an instance, or ``"auto"`` to search the recipe)."""
         self.auto = strategy == AUTO
         if not self.auto:
             self.strategy = get_strategy(strategy)
+
+    _set_strategy = set_strategy  # the name before it became public
 
     def search(self, train: Any, eval: Any = None, *, config: TrainConfig, **options: Any) -> dict[str, TrainResult]:
         """``strategy="auto"``: pick the recipe on a dev split of ``train``, then train it (classifiers)."""
         raise NotImplementedError(f"{type(self).__name__} has no recipe search; pass a strategy")
 
-    def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = ()) -> dict[str, TrainResult]:
+    def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = (),
+                    features: StageData | None = None) -> dict[str, TrainResult]:
         stages = self.strategy.stages()
         run_dir = Path(config.output_dir)
         results: dict[str, TrainResult] = {}
         for stage in stages:
             cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
             groups = stage.param_groups(self.encoder, self.head, cfg)
-            cached = self.cached_stage(stage, data, cfg, run_dir) if stage.uses_feature_cache else None
+            cached = None
+            if stage.uses_feature_cache:
+                cached = features if features is not None else self.cached_stage(stage, data, cfg, run_dir)
             prefix = None if cached is not None else prefix_stage(self.encoder, stage, data, cfg, run_dir)
             cached, prefix = prefix if prefix is not None else (cached, None)
             trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,

@@ -221,9 +221,9 @@ def _run(out: Path, seed: int, *, source_words: int, source_clips: int, source_e
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    from transferkit.common.report import _pyplot
+    from transferkit.common.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     kws = [r for r in rows if r["task"] == "keyword spotting"]
     ctc = [r for r in rows if r["task"] == "CTC transcription"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [len(kws), max(1, len(ctc))]})

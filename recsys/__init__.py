@@ -1,17 +1,19 @@
 """Recommendation transfer: carry pretrained user/item embedding tables into new models."""
 
+from transferkit.common.deprecation import renamed
+
 from .audit import EventAudit, audit
 from .base import Recommender
 from .baselines import item_popularity, popularity, random_tables
 from .blend import PopularityBlend, fit_blend
 from .config import (
     ALSConfig,
-    AuditConfig,
     BlendConfig,
     BPRConfig,
     ConfidenceConfig,
     EASEConfig,
     EvaluateConfig,
+    EventAuditConfig,
     FactorizationConfig,
     InteractionColumns,
     ItemKNNConfig,
@@ -49,12 +51,11 @@ def __getattr__(name: str):
         from . import sasrec, sequential
 
         return getattr(sequential if name == "SequentialRecommender" else sasrec, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _renamed(name)
 
 
 __all__ = [
     "ALSConfig",
-    "AuditConfig",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
@@ -64,8 +65,9 @@ __all__ = [
     "EASEConfig",
     "EmbeddingModel",
     "EmbeddingTables",
-    "EventAudit",
     "EvaluateConfig",
+    "EventAudit",
+    "EventAuditConfig",
     "FactorizationConfig",
     "InteractionColumns",
     "Interactions",
@@ -109,3 +111,6 @@ __all__ = [
     "split_by_time",
     "warm_start",
 ]
+
+
+_renamed = renamed(__name__, {"AuditConfig": ("EventAuditConfig", lambda: EventAuditConfig)})

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import AUDIT_REASONS, AuditConfig, InteractionColumns
+from .config import AUDIT_REASONS, EventAuditConfig, InteractionColumns
 
 __all__ = ["EventAudit", "audit"]
 
@@ -109,7 +109,7 @@ def _date(seconds: float) -> str:
     return pd.Timestamp(seconds, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _heavy(ids: pd.Series, kind: str, config: AuditConfig) -> tuple[dict, dict]:
+def _heavy(ids: pd.Series, kind: str, config: EventAuditConfig) -> tuple[dict, dict]:
     """(id -> detail for heavy ids, the threshold as measured) from the events per id."""
     counts = ids.value_counts()
     logs = np.log(counts.to_numpy(dtype=np.float64))
@@ -174,7 +174,7 @@ class EventAudit:
     frame: pd.DataFrame  # the events as read; never written back
     flagged: pd.DataFrame
     columns: InteractionColumns
-    config: AuditConfig
+    config: EventAuditConfig
     spellings: dict  # "user" / "item" -> {raw spelling: the one spelling}
     info: dict  # what was measured: sizes, time range, heavy thresholds
     clean_times: np.ndarray | None = None  # the time column as written in a cleaned copy
@@ -284,7 +284,7 @@ def audit(
     time: str | None = None,
     weight: str | None = None,
     items_id: str | None = None,
-    config: AuditConfig | None = None,
+    config: EventAuditConfig | None = None,
     **settings: Any,
 ) -> EventAudit:
     """Flag the rows of an events table that a recommender should not learn from as they are.
@@ -296,7 +296,7 @@ def audit(
             Items of the events it has nothing for (or an empty row, a non-finite embedding) are flagged.
         user, item, time, weight: column names (``time`` and ``weight`` are checked when given).
         items_id: the item id column of the content table (default: ``item``).
-        config: an :class:`AuditConfig`, or its fields as keywords (``heavy_z=5``), not both.
+        config: an :class:`EventAuditConfig`, or its fields as keywords (``heavy_z=5``), not both.
 
     Returns:
         an :class:`EventAudit`; ``.write(folder)`` writes audit.md and flagged.csv,
@@ -310,11 +310,11 @@ def audit(
         ([1], [2])
     """
     if config is None:
-        names = {f.name for f in dataclasses.fields(AuditConfig)}
+        names = {f.name for f in dataclasses.fields(EventAuditConfig)}
         unknown = sorted(set(settings) - names)
         if unknown:
             raise ValueError(f"{unknown} are not audit settings (the settings: {sorted(names)})")
-        config = AuditConfig(**settings)
+        config = EventAuditConfig(**settings)
     elif settings:
         raise ValueError(f"config and {', '.join(sorted(settings))} were both given: set them in the config")
     columns = InteractionColumns(user=user, item=item, weight=weight, time=time)

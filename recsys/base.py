@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from .data import IdSpaces, Interactions, _plain
+from .data import IdSpaces, Interactions, plain_id
 
 __all__ = ["OnUnknown", "Recommender", "UserScores"]
 
@@ -135,7 +135,7 @@ class Recommender(IdSpaces):
         return json.loads((folder / f"{name}.json").read_text()), load_file(str(folder / f"{name}.safetensors"))
 
     def _rows(self, ids: Iterable, index: dict, kind: str, unknown: str) -> np.ndarray:
-        rows = np.array([index.get(_plain(i), -1) for i in ids], dtype=np.int64)
+        rows = np.array([index.get(plain_id(i), -1) for i in ids], dtype=np.int64)
         if unknown == "error" and (rows < 0).any():
             missing = [i for i, r in zip(ids, rows) if r < 0][:5]
             raise ValueError(
@@ -162,7 +162,7 @@ class Recommender(IdSpaces):
         """len(users) x n_items CSR of ``history`` mapped into this model's id spaces."""
         if history is None:
             return sp.csr_matrix((len(users), len(self.item_ids)), dtype=np.float32)
-        hist_rows = np.array([history.user_index.get(_plain(u), -1) for u in users], dtype=np.int64)
+        hist_rows = np.array([history.user_index.get(plain_id(u), -1) for u in users], dtype=np.int64)
         cols = np.array([self.item_index.get(i, -1) for i in history.item_ids], dtype=np.int64)
         m = history.matrix[np.maximum(hist_rows, 0)].tocoo()
         keep = (hist_rows[m.row] >= 0) & (cols[m.col] >= 0)

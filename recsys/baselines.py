@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Interactions, _duration, decay
+from .data import Interactions, decay, duration_seconds
 from .tables import EmbeddingTables
 
 __all__ = ["item_popularity", "popularity", "random_tables"]
@@ -53,7 +53,7 @@ def popularity(interactions: Interactions, since: float | None = None, half_life
     return EmbeddingTables(
         np.ones((interactions.n_users, 1), np.float32), counts[:, None], interactions.user_ids,
         interactions.item_ids, model="popularity",
-        meta={"since": since, "half_life": None if half_life is None else _duration(half_life, "half_life"),
+        meta={"since": since, "half_life": None if half_life is None else duration_seconds(half_life, "half_life"),
               "min_weight": min_weight},
         # every user counts as known: popularity needs no per-user signal
         user_counts=np.ones(interactions.n_users, np.int64), item_counts=interactions.item_counts(),

@@ -18,7 +18,7 @@ import numpy as np
 from .base import OnUnknown, Recommender, UserScores
 from .baselines import item_popularity
 from .config import BlendConfig
-from .data import Interactions, _duration
+from .data import Interactions, duration_seconds
 from .splits import Split, dev_split
 from .tuning import DevSelection, dev_trials
 
@@ -57,7 +57,7 @@ class PopularityBlend(Recommender):
                  half_life: Any = None, min_weight: float | None = None, now: Any = None) -> None:
         if not weight >= 0:
             raise ValueError(f"weight must be >= 0, got {weight!r}")
-        if half_life is not None and _duration(half_life, "half_life") == np.inf:
+        if half_life is not None and duration_seconds(half_life, "half_life") == np.inf:
             half_life = None  # an infinite half-life is no decay
         prior = item_popularity(interactions, half_life=half_life, min_weight=min_weight, now=now)
         cols = np.array([interactions.item_index.get(i, -1) for i in model.item_ids], dtype=np.int64)
@@ -66,7 +66,7 @@ class PopularityBlend(Recommender):
         self.user_ids, self.item_ids = model.user_ids, model.item_ids
         self.user_counts, self.item_counts, self.history = model.user_counts, model.item_counts, model.history
         self.meta = {**getattr(model, "meta", {}), "blend_weight": self.weight,
-                     "prior_half_life": None if half_life is None else _duration(half_life, "half_life"),
+                     "prior_half_life": None if half_life is None else duration_seconds(half_life, "half_life"),
                      "prior_min_weight": min_weight}
         self.selection: DevSelection | None = None
 

@@ -3,7 +3,7 @@
 Every option is a dataclass field: the files a verb reads and writes (``PretrainArgs`` ...), and its
 settings from :mod:`transferkit.recsys.config` (``InteractionColumns``, ``ConfidenceConfig``, the
 model configs - implicit's factorisations and the item-item models - ``WarmStartConfig``,
-``RecommendConfig``, ``EvaluateConfig``, ``AuditConfig``), so the command line and the Python API never drift apart.
+``RecommendConfig``, ``EvaluateConfig``, ``EventAuditConfig``), so the command line and the Python API never drift apart.
 ``push`` is the common verb: ``--model`` names the tables folder.
 """
 
@@ -22,9 +22,9 @@ from .base import Recommender
 from .config import (
     ITEM_ITEM_CONFIGS,
     MODEL_CONFIGS,
-    AuditConfig,
     ConfidenceConfig,
     EvaluateConfig,
+    EventAuditConfig,
     FactorizationConfig,
     InteractionColumns,
     RecommendConfig,
@@ -105,7 +105,7 @@ class AuditArgs:
 def register(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
     add_verb(verbs, "audit", _audit, "flag duplicate events, bots, bad timestamps, id variants and items without content",
-             AuditArgs, InteractionColumns, AuditConfig)
+             AuditArgs, InteractionColumns, EventAuditConfig)
     pre = add_verb(verbs, "pretrain", _pretrain, "fit a model (implicit's factorisations, item-item, EASE) and save it",
                    PretrainArgs, InteractionColumns, ConfidenceConfig)
     _add_model_arguments(pre)
@@ -220,7 +220,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     io, columns = dataclass_from_args(AuditArgs, args), dataclass_from_args(InteractionColumns, args)
-    found = audit(io.events, io.items, items_id=io.items_id, config=dataclass_from_args(AuditConfig, args),
+    found = audit(io.events, io.items, items_id=io.items_id, config=dataclass_from_args(EventAuditConfig, args),
                   **dataclasses.asdict(columns))
     result = {"events": io.events, **found.summary()}
     if io.out:

@@ -15,15 +15,17 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from transferkit.common.deprecation import renamed
+
 __all__ = [
-    "AUDIT_REASONS",
     "ALSConfig",
-    "AuditConfig",
+    "AUDIT_REASONS",
     "BPRConfig",
     "BlendConfig",
     "ConfidenceConfig",
     "EASEConfig",
     "EvaluateConfig",
+    "EventAuditConfig",
     "FactorizationConfig",
     "ITEM_ITEM_CONFIGS",
     "InteractionColumns",
@@ -321,7 +323,7 @@ TIME_UNITS = ("s", "ms", "us", "ns", "index")
 
 
 @dataclass
-class AuditConfig:
+class EventAuditConfig:
     """What :func:`~transferkit.recsys.audit` flags in an events table, and what a cleaned copy drops.
 
     A user (item) is heavy - a bot, a test account, a placeholder item - when the modified z-score
@@ -330,7 +332,7 @@ class AuditConfig:
     ``heavy_share``, when it holds more than that share of all events.
 
     Example:
-        >>> AuditConfig(heavy_z=5.0, drop=["duplicate_event"]).drop
+        >>> EventAuditConfig(heavy_z=5.0, drop=["duplicate_event"]).drop
         ['duplicate_event']
     """
 
@@ -382,3 +384,6 @@ def reject_mixed(func: Callable, config: Any, **keywords: Any) -> None:
     given = sorted(k for k, v in keywords.items() if k not in params or v != params[k].default)
     if given:
         raise ValueError(f"config and {', '.join(given)} were both given: set them in the config")
+
+
+__getattr__ = renamed(__name__, {"AuditConfig": ("EventAuditConfig", lambda: EventAuditConfig)})

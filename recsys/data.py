@@ -32,7 +32,7 @@ def _id_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _plain(value: Any) -> Hashable:
+def plain_id(value: Any) -> Hashable:
     """numpy scalar -> Python scalar, so ids compare and serialise the way the user wrote them."""
     return value.item() if isinstance(value, np.generic) else value
 
@@ -45,7 +45,7 @@ def _encode_ids(column: pd.Series, name: str) -> tuple[np.ndarray, list]:
             "drop those rows or fill them before building Interactions"
         )
     codes, uniques = pd.factorize(column, sort=False)
-    ids = [_plain(v) for v in uniques]
+    ids = [plain_id(v) for v in uniques]
     kinds = sorted({_id_kind(v) for v in ids})
     if len(kinds) > 1:
         raise ValueError(
@@ -55,7 +55,7 @@ def _encode_ids(column: pd.Series, name: str) -> tuple[np.ndarray, list]:
     return codes.astype(np.int32), ids
 
 
-def _to_seconds(values: Any) -> np.ndarray:
+def to_seconds(values: Any) -> np.ndarray:
     """Timestamps as float64 (seconds for datetimes) so splits can take quantiles of them."""
     series = pd.Series(values)
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -165,7 +165,7 @@ class Interactions(IdSpaces):
                     f"(rows {bad[:10].tolist()}); implicit feedback needs weights >= 0 - drop or "
                     "fix those rows (encode dislikes as a separate signal, not a negative weight)"
                 )
-        times = None if time is None else _to_seconds(df[time])
+        times = None if time is None else to_seconds(df[time])
         if times is not None and not np.all(np.isfinite(times)):
             bad = np.flatnonzero(~np.isfinite(times))
             raise ValueError(f"time column {time!r} has missing values (rows {bad[:10].tolist()})")
@@ -270,7 +270,7 @@ class Interactions(IdSpaces):
 
 
 # -- confidence weighting ---------------------------------------------------------------------------
-def _duration(value: Any, name: str) -> float:
+def duration_seconds(value: Any, name: str) -> float:
     """A positive span in the time column's units: a number, or a timedelta / "14D" (-> seconds)."""
     if isinstance(value, (str, pd.Timedelta)) or hasattr(value, "total_seconds"):
         value = pd.Timedelta(value).total_seconds()
@@ -292,9 +292,9 @@ def decay(times: np.ndarray, half_life: Any, now: Any = None) -> np.ndarray:
         >>> decay(np.array([0.0, 10.0, 20.0]), half_life=10).tolist()
         [0.25, 0.5, 1.0]
     """
-    half_life = _duration(half_life, "half_life")
+    half_life = duration_seconds(half_life, "half_life")
     times = np.asarray(times, dtype=np.float64)
-    now = float(times.max()) if now is None else float(_to_seconds([now])[0])
+    now = float(times.max()) if now is None else float(to_seconds([now])[0])
     late = int((times > now).sum())
     if late:
         raise ValueError(f"{late} events are later than now={now}: pass a later now, or drop those events")
@@ -338,7 +338,7 @@ def confidence(inter: Interactions, scheme: str = "bm25", half_life: Any = None,
         if inter.times is None:
             raise ValueError("half_life needs timestamps: build Interactions with time='<column>'")
         new = new * decay(inter.times, half_life, now)
-        info["half_life"] = _duration(half_life, "half_life")
+        info["half_life"] = duration_seconds(half_life, "half_life")
     return inter.with_weights(new, **info)
 
 
@@ -352,3 +352,7 @@ def __getattr__(name: str):
 
         return getattr(splits, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The names these helpers had before they became public (imported across modules).
+_plain, _to_seconds, _duration = plain_id, to_seconds, duration_seconds

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Interactions, _to_seconds
+from .data import Interactions, to_seconds
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _cutoff(inter: Interactions, test_fraction: float, cutoff, caller: str) -> f
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         return float(np.quantile(inter.times, 1.0 - test_fraction))
     if not isinstance(cutoff, (int, float, np.floating, np.integer)):
-        return float(_to_seconds([cutoff])[0])
+        return float(to_seconds([cutoff])[0])
     return float(cutoff)
 
 

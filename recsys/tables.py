@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import OnUnknown, Recommender, UserScores
-from .data import Interactions, _plain
+from .data import Interactions, plain_id
 from .foldin import solve_rows
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _MODEL_NAMES = {"als": "implicit AlternatingLeastSquares", "bpr": "implicit Baye
 
 
 def _check_ids(ids: Sequence, name: str) -> list:
-    ids = [_plain(i) for i in ids]
+    ids = [plain_id(i) for i in ids]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{name} ids are not unique")
     return ids

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .config import WarmStartConfig, model_config, reject_mixed
-from .data import Interactions, _duration, confidence, id_index
+from .data import Interactions, confidence, duration_seconds, id_index
 from .foldin import solve_rows
 from .pretrain import IterationCallback, fit_tables
 from .tables import BIAS_COLUMNS, EmbeddingTables
@@ -174,7 +174,7 @@ def warm_start(
         (['a', 'b', 'c'], ['x', 'y', 'z'])
     """
     keywords = {"iterations": iterations, "keep_old": keep_old, "seed": seed, "num_threads": num_threads,
-                "old_weight": old_weight, "half_life": None if half_life is None else _duration(half_life, "half_life")}
+                "old_weight": old_weight, "half_life": None if half_life is None else duration_seconds(half_life, "half_life")}
     reject_mixed(warm_start, config, **keywords)
     config = WarmStartConfig(**keywords) if config is None else config
     return _transfer(tables, _training_events(tables, interactions, config, history), "warm_start", config,

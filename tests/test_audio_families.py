@@ -62,7 +62,7 @@ def family_dirs(tmp_path_factory) -> dict[str, Path]:
 
 def trained(folder: Path, tmp_path: Path, strategy: str = "finetune", **kw) -> AudioClassifier:
     clf = AudioClassifier.from_pretrained(folder, labels=["lo", "hi"], strategy=strategy, **kw)
-    clf.fit(tones(8), **cfg(tmp_path, lr=1e-3, head_lr=5e-2, probe_epochs=1, top_k_blocks=1))
+    clf.fit(tones(8), **cfg(tmp_path, lr=1e-3, head_lr=5e-2, **{"lp_ft": {"probe_epochs": 1}, "partial": {"top_k_blocks": 1}}.get(strategy, {})))
     return clf
 
 
@@ -177,7 +177,7 @@ def test_every_strategy_trains(family_dirs, tmp_path, family, strategy):
     before = {n: p.detach().clone() for n, p in hf.named_parameters()}
     waves, labels = tones(8)
     results = clf.fit((waves, labels), eval=(waves[:4], labels[:4]),
-                      **cfg(tmp_path, lr=1e-3, probe_epochs=1, top_k_blocks=1))
+                      **cfg(tmp_path, lr=1e-3, **{"lp_ft": {"probe_epochs": 1}, "partial": {"top_k_blocks": 1}}.get(strategy, {})))
     assert all(math.isfinite(r.final["train_loss"]) for r in results.values())
     moved = {n for n, p in hf.named_parameters() if n in before and not torch.equal(before[n], p)}
     assert bool(moved) == (strategy not in ("linear_probe", "lora"))  # lora moves only its adapters

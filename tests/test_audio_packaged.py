@@ -188,7 +188,7 @@ def test_every_strategy_trains_what_it_should(name, strategy, tmp_path):
     clf = AudioClassifier.from_pretrained(f"packaged:{name}", labels=["lo", "hi"], strategy=strategy)
     waves, labels = tones(8)
     before = features(clf.encoder, waves[:2])
-    results = clf.fit((waves, labels), **cfg(tmp_path, probe_epochs=1, top_k_blocks=1, lr=1e-3, head_lr=1e-2))
+    results = clf.fit((waves, labels), **cfg(tmp_path, lr=1e-3, head_lr=1e-2, **{"lp_ft": {"probe_epochs": 1}, "partial": {"top_k_blocks": 1}}.get(strategy, {})))
     assert all(math.isfinite(r.final["train_loss"]) for r in results.values())
     moved = not torch.allclose(features(clf.encoder, waves[:2]), before, atol=1e-6)
     assert moved == (strategy != "linear_probe")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from transferkit.common.cli import main
-from transferkit.recsys import AuditConfig, InteractionColumns, Interactions, audit
+from transferkit.recsys import EventAuditConfig, InteractionColumns, Interactions, audit
 from transferkit.recsys.cli import AuditArgs, register
 from transferkit.recsys.config import AUDIT_REASONS
 
@@ -182,7 +182,7 @@ def test_heavy_share_flags_a_dominant_item():
     [
         (lambda e: audit(e, user="uid"), r"user column 'uid' is not in the events .*pass user='<column>' \(--user"),
         (lambda e: audit(e, pd.DataFrame({"sku": ["i0"]})), r"no column 'item' .*items_id="),
-        (lambda e: audit(e, time="time", config=AuditConfig(), heavy_z=4), "config and heavy_z were both given"),
+        (lambda e: audit(e, time="time", config=EventAuditConfig(), heavy_z=4), "config and heavy_z were both given"),
         (lambda e: audit(e, heavy_k=4), r"\['heavy_k'\] are not audit settings"),
         (lambda e: audit(pd.read_csv(e).assign(time=lambda d: d.time * 1000), time="time"), "time_unit='ms'"),
         (lambda e: audit(pd.DataFrame({"user": [], "item": []})), "the table is empty"),
@@ -207,7 +207,7 @@ def test_milliseconds_read_with_the_unit_given(tmp_path):
 )
 def test_audit_config_rejects_bad_values_naming_the_field(values, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
-        AuditConfig(**values)
+        EventAuditConfig(**values)
 
 
 def test_the_audit_flags_are_the_fields_of_its_dataclasses(capsys):
@@ -217,7 +217,7 @@ def test_the_audit_flags_are_the_fields_of_its_dataclasses(capsys):
         parser.parse_args(["audit", "--help"])
     options = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", capsys.readouterr().out))
     expected = {"-h", "--help"}
-    for cls in (AuditArgs, InteractionColumns, AuditConfig):
+    for cls in (AuditArgs, InteractionColumns, EventAuditConfig):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), (cls.__name__, f.name)

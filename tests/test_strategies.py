@@ -140,10 +140,12 @@ def test_strategy_settings_are_validated_by_their_own_config():
 
 def test_fit_keywords_reach_the_strategy_by_prefix_or_bare_name():
     lpft = get_strategy("lp_ft")
-    options = {"probe_epochs": 7, "lp_ft_feature_cache": "/tmp/x", "lora_r": 4, "epochs": 3}
+    options = {"probe_epochs": 7, "lp_ft_feature_cache": "/tmp/x", "epochs": 3}
     assert pop_strategy_settings(lpft, options) == {"probe_epochs": 7, "feature_cache": "/tmp/x"}
-    # a setting of another strategy is dropped (with a warning); loop settings stay for TrainConfig
-    assert options == {"epochs": 3}
+    assert options == {"epochs": 3}  # loop settings stay for TrainConfig
+    # a setting of another strategy would have no effect: it is an error that names the strategy it belongs to
+    with pytest.raises(ValueError, match="lora_r=4 is a setting of strategy 'lora', not of 'lp_ft'"):
+        pop_strategy_settings(lpft, {"lora_r": 4})
     lora = get_strategy("lora", **pop_strategy_settings(get_strategy("lora"), {"lora_r": 4, "lora_alpha": 8}))
     assert (lora.config.r, lora.config.alpha) == (4, 8)
 

@@ -38,7 +38,7 @@ def test_folder_skips_and_counts_non_images_and_corrupt_files(tmp_path, images, 
 def test_empty_class_folder_is_an_error(tmp_path, images):
     root = write_folder(tmp_path / "data", *images)
     (root / "empty").mkdir()
-    with pytest.raises(ValueError, match="empty.*contains no images"):
+    with pytest.raises(ValueError, match="empty.*contains no image files"):
         ImageSet.from_folder(root)
 
 

@@ -17,7 +17,8 @@ from transferkit.vision import ImageClassifier
 
 def _fit(vit_dir, images, tmp_path, strategy, **kw):
     clf = ImageClassifier.from_pretrained(str(vit_dir), labels=["bright", "dark"], strategy=strategy)
-    opts = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-2, "probe_epochs": 3, "progress": False} | kw
+    own = {"probe_epochs": 3} if strategy == "lp_ft" else {}  # a setting of another strategy is an error
+    opts = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-2, "progress": False} | own | kw
     clf.fit(images, eval=images, output_dir=str(tmp_path / strategy), **opts)
     return clf
 

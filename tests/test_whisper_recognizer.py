@@ -25,8 +25,13 @@ EOT, SOT, EN, FR, TRANSLATE, TRANSCRIBE, NO_TS = 256, 257, 258, 259, 260, 261, 2
 
 def tiny_whisper(path: Path, multilingual: bool) -> Path:
     from tokenizers import AddedToken
-    from transformers import (GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        GenerationConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
     from transformers import WhisperConfig as HFConfig
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 

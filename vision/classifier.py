@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from transferkit.common import TrainConfig, TrainingData, TransferClassifier, lo
 from transferkit.common.features import fingerprint
 
 from .data import ImageSet, as_image_set, decoded_images, decoded_pixels, load_image
+from .modality import ImageModality, input_sizes
 from .transforms import (
     AugmentConfig,
     batch_mixer,
@@ -149,16 +149,13 @@ class ImageClassifier(TransferClassifier):
 
     task = "image-classification"
     encoder_task = "image"
+    modality = ImageModality
 
     @classmethod
     def from_pretrained(cls, spec: Any, labels: Sequence[str], strategy: Any = "finetune", **encoder_kwargs: Any) -> ImageClassifier:
         """Load the encoder (Hub id, local HF folder, ``torchvision:<name>``, ``timm:<name>``, ``packaged:<name>``,
         or nn.Module) and add a head for ``labels``."""
         return cls(load_encoder(spec, task="image", **encoder_kwargs), labels, strategy)
-
-    def prepare_inputs(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
-        tf = eval_transform(self.encoder.processor)
-        return {"pixel_values": torch.stack([tf(load_image(x)) for x in examples])}
 
     def labelled(self, data: Any) -> tuple[Sequence[Any], Sequence[str]]:
         data = as_image_set(data)
@@ -236,25 +233,10 @@ class ImageClassifier(TransferClassifier):
             eval_collate=eval_collate, probe_train=dataset(train_set, (h, w)), fingerprints=fps,
             info={**info, "decode_cache": str(cache.root)}, random_augment=augment.random)
 
-    def reference(self) -> Any:
-        """Logistic regression on 32x32 pixels."""
-        from .reference import PixelLogReg
-
-        return PixelLogReg()
-
-    def search_space(self, trial: Any, task: ImageClassifier) -> dict[str, Any]:
-        """Augmentation on or off, and for encoders without position embeddings (CNNs) the input size."""
-        sizes = _input_sizes(task.encoder)
-        if len(sizes) > 1:
-            size = trial.suggest_categorical("image_size", sizes)
-            task.encoder.processor = _resized(task.encoder.processor, size)
-        plain = AugmentConfig(crop_scale=(1.0, 1.0), hflip=False)
-        return {"augment": AugmentConfig() if trial.suggest_categorical("augment", [True, False]) else plain}
-
     def search_defaults(self, strategy: str, config: TrainConfig) -> dict[str, Any]:
         """First trials: with augmentation; a small-input encoder (a CIFAR net on photos) at twice its
         input; a CNN body at CNN fine-tuning rates (ten times the transformer defaults) unless set."""
-        sizes = _input_sizes(self.encoder)
+        sizes = input_sizes(self.encoder)
         out: dict[str, Any] = {"augment": True, **({"image_size": max(sizes)} if len(sizes) > 1 and min(sizes) <= 64 else {})}
         convolutional = sum(isinstance(m, torch.nn.Conv2d) for m in self.encoder.modules()) > 2  # not a patch embedding
         if convolutional and strategy != "linear_probe" and config.lr == TrainConfig.lr:
@@ -282,39 +264,3 @@ def _matches_processor(processor: Any, images: ImageSet, plain: tuple, tolerance
                                        "labels": 0}])["pixel_values"][0]
     theirs = eval_transform(processor)(load_image(images.items[0]))
     return tuple(theirs.shape) == tuple(mine.shape) and float((theirs - mine).abs().max()) <= tolerance
-
-
-def _input_sizes(encoder: Any) -> list[int]:
-    """Square input sizes worth trying: the native one, and twice it for small-image encoders (a CIFAR
-    net on photos); a size is kept only if the encoder runs on it and gives the same feature size
-    (position embeddings and flattening layers rule sizes out). Encoders trained at 128 px or more keep
-    their own size: offered three quarters of it (cheaper trials, up to commit 8242239), the search on
-    ants vs bees picked MobileNetV2 at 160 px on a perfect dev score (seed 2 of ``python
-    benchmarks/vision_transfer.py --auto --encoders mobilenet_v2``) and scored 0.843 on val, against
-    0.928 and 0.961 for its 224-px picks of seeds 0 and 1."""
-    (h, w), _, _ = processor_geometry(encoder.processor)
-    if h != w or not hasattr(encoder.processor, "size"):
-        return [h]
-    candidates = {2 * h} if h <= 64 else set()
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    ok = []
-    for size in sorted(candidates):
-        try:
-            with torch.no_grad():
-                out = encoder(pixel_values=torch.zeros(1, 3, size, size, device=device))
-            if tuple(out.shape) == (1, encoder.feature_dim):
-                ok.append(size)
-        except (RuntimeError, ValueError):
-            pass
-    encoder.train(was_training)
-    return sorted({h, *ok})
-
-
-def _resized(processor: Any, size: int) -> Any:
-    processor = copy.deepcopy(processor)
-    processor.size = {"height": size, "width": size}
-    if getattr(processor, "do_center_crop", False):
-        processor.crop_size = {"height": size, "width": size}
-    return processor

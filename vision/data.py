@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from transferkit.common.features import fingerprint
+from transferkit.common.sources import LabelledSource, dataset_targets, read_folder, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -201,58 +202,33 @@ class ImageSet(Sequence):
     @classmethod
     def from_folder(cls, root: str | os.PathLike, *, validate: bool = True, max_pixels: int = MAX_PIXELS,
                     extensions: Sequence[str] = IMAGE_EXTENSIONS) -> ImageSet:
-        """``root/<label>/<image>``: one sub-folder per class. Files with other extensions are skipped and counted."""
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist")
-        classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise ValueError(f"{root} has no class sub-folders; expected {root}/<label>/<image files>")
-        items, targets, not_images = [], [], 0
-        for d in classes:
-            files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
-            images = [f for f in files if f.suffix.lower() in extensions]
-            for f in files:
-                if f.suffix.lower() not in extensions:
-                    log.warning("skipping %s: extension %r is not one of %s", f, f.suffix, ", ".join(extensions))
-            not_images += len(files) - len(images)
-            if not images:
-                raise ValueError(f"class folder {d} contains no images; remove it or add images")
-            items += [str(f) for f in images]
-            targets += [d.name] * len(images)
-        ds = cls(items, targets, max_pixels=max_pixels, skipped={"not_image": not_images}, origin=str(root))
-        return ds.validate() if validate else ds
+        """``root/<label>/<image>``: one sub-folder per class, read by
+        :func:`~transferkit.common.sources.read_folder` (files with other extensions are skipped and counted)."""
+        return cls.from_source(read_folder(root, extensions, "image"), validate=validate, max_pixels=max_pixels)
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike, *, path_column: str = "path", label_column: str = "label",
+    def from_csv(cls, path: str | os.PathLike, *, path_column: str = "path", label_column: str | None = None,
                  validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
-        """A CSV with a path column (relative to the CSV's folder or absolute) and a label column."""
-        import pandas as pd
+        """A CSV (or TSV) with a path column (relative to the manifest's folder or absolute) and a label
+        column (default: the first of label, transcript, text, sentence), read by
+        :func:`~transferkit.common.sources.read_manifest`; missing files are skipped and counted."""
+        source = read_manifest(path, path_column=path_column, target_column=label_column)
+        return cls.from_source(source, validate=validate, max_pixels=max_pixels)
 
-        df = pd.read_csv(path)
-        missing = [c for c in (path_column, label_column) if c not in df.columns]
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {missing}; it has {list(df.columns)}")
-        base = Path(path).parent
-        items = [str(p if Path(p).is_absolute() else base / p) for p in df[path_column].astype(str)]
-        absent = [p for p in items if not Path(p).exists()]
-        for p in absent:
-            log.warning("skipping %s: listed in %s but missing", p, path)
-        keep = [i for i, p in enumerate(items) if Path(p).exists()]
-        ds = cls([items[i] for i in keep], [str(df[label_column].iloc[i]) for i in keep], max_pixels=max_pixels,
-                 skipped={"missing": len(absent)}, origin=str(path))
+    from_manifest = from_csv  # the name AudioDataset's reader has
+
+    @classmethod
+    def from_source(cls, source: LabelledSource, *, validate: bool = True, max_pixels: int = MAX_PIXELS) -> ImageSet:
+        """The items of a :class:`~transferkit.common.sources.LabelledSource`, with its skips."""
+        ds = cls(source.items, source.targets, max_pixels=max_pixels, skipped=source.skipped, origin=source.origin)
         return ds.validate() if validate else ds
 
     @classmethod
-    def from_hf(cls, dataset: Any, *, image_column: str = "image", label_column: str = "label") -> ImageSet:
+    def from_hf(cls, dataset: Any, *, image_column: str = "image", label_column: str | None = None) -> ImageSet:
         """A ``datasets.Dataset``; ClassLabel integers become their names. Columns are only read, never dropped."""
-        for col in (image_column, label_column):
-            if col not in dataset.column_names:
-                raise ValueError(f"dataset has no column {col!r}; it has {dataset.column_names}")
-        feature = dataset.features[label_column]
-        labels = dataset[label_column]
-        names = getattr(feature, "names", None)
-        targets = [names[v] if names else str(v) for v in labels]
+        if image_column not in dataset.column_names:
+            raise ValueError(f"dataset has no column {image_column!r}; it has {dataset.column_names}")
+        _, targets = dataset_targets(dataset, label_column)
         return cls(_HFColumn(dataset, image_column), targets, origin="datasets.Dataset")
 
     @classmethod

@@ -59,6 +59,11 @@ def strategy_classes() -> list[type[Strategy]]:
     return [cls for _, cls in _REGISTRY.items()]
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The registered strategy class called ``name``."""
+    return _REGISTRY.get(name)
+
+
 def _fields(cls: type[Strategy]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls.config_class)]
 
@@ -68,8 +73,11 @@ def pop_strategy_settings(strategy: Strategy, options: dict[str, Any]) -> dict[s
 
     A setting is named ``<strategy>_<field>`` (``lora_r``, ``llrd_decay``, ``lp_ft_probe_epochs``) or,
     for the strategy in use, by its bare field name (``probe_epochs`` with lp_ft, ``top_k_blocks``
-    with partial). Names of :class:`TrainConfig` fields are never taken. Settings of another strategy
-    are dropped with a warning (the flags of every strategy exist on the command line).
+    with partial). Names of :class:`TrainConfig` fields are never taken.
+
+    Raises:
+        ValueError: a setting of another strategy (``lora_r=8`` with ``strategy="finetune"``), which
+            would otherwise be silently without effect.
     """
     loop = {f.name for f in dataclasses.fields(TrainConfig)}
     own = _fields(type(strategy))
@@ -82,7 +90,8 @@ def pop_strategy_settings(strategy: Strategy, options: dict[str, Any]) -> dict[s
         owner = next((c.name for c in strategy_classes()
                       if any(key in (f, f"{c.name}_{f}") for f in _fields(c))), None)
         if owner is not None:
-            log.warning("%s=%r is a setting of strategy %r and is ignored with %r", key, options.pop(key), owner, strategy.name)
+            raise ValueError(f"{key}={options[key]!r} is a setting of strategy {owner!r}, not of {strategy.name!r}: "
+                             f"drop it, or train with strategy={owner!r}")
     return mine
 
 

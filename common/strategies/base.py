@@ -62,6 +62,10 @@ class Strategy:
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
     #: the stage trains the head alone on a frozen encoder, so tasks may train it on cached features
     uses_feature_cache: ClassVar[bool] = False
+    #: the encoder learns (the recipe search then searches its rate ``lr`` too)
+    trains_encoder: ClassVar[bool] = True
+    #: where the search's first trials try this strategy: lower first (cheap strategies that often win with few labels)
+    search_order: ClassVar[int] = 10
 
     def __init__(self, config: StrategyConfig | None = None, **settings: Any) -> None:
         if config is None:
@@ -85,6 +89,17 @@ class Strategy:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.to_dict()}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """This strategy's settings to try in one trial of ``strategy="auto"``, suggested on the Optuna
+        ``trial`` (``{"r": trial.suggest_categorical("r", [4, 8, 16])}``); none by default."""
+        return {}
+
+    @classmethod
+    def search_start(cls, config: TrainConfig) -> dict[str, Any]:
+        """Optuna parameters of this strategy's first trial where they differ from ``config``'s."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

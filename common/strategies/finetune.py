@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from ..config import setting
 from .base import Strategy, StrategyConfig, head_groups, split_decay
-from .linear_probe import LinearProbe
+from .linear_probe import PROBE_EPOCHS, LinearProbe, suggest_probe_epochs
 
 
 class FineTune(Strategy):
     """Everything learns: the encoder at ``lr``, the head at ``head_lr``."""
 
     name = "finetune"
+    search_order = 2
 
     def param_groups(self, encoder, head, config):
         encoder.set_trainable(True)
@@ -30,6 +31,7 @@ class LPFT(Strategy):
 
     name = "lp_ft"
     config_class = LPFTConfig
+    search_order = 1
 
     def stages(self):
         probe = LinearProbe(epochs=max(1, self.config.probe_epochs), feature_cache=self.config.feature_cache)
@@ -37,3 +39,12 @@ class LPFT(Strategy):
 
     def param_groups(self, encoder, head, config):
         return self.stages()[-1].param_groups(encoder, head, config)
+
+    @classmethod
+    def search_space(cls, trial):
+        """The probe stage's epochs (the fine-tuning stage runs the loop's)."""
+        return {"probe_epochs": suggest_probe_epochs(trial)}
+
+    @classmethod
+    def search_start(cls, config):
+        return {"probe_epochs": max(PROBE_EPOCHS)}

@@ -27,3 +27,9 @@ class LLRD(Strategy):
             lr = config.lr * self.config.decay ** (len(blocks) - 1 - i)
             groups += split_decay(block.params.items(), lr, config.weight_decay, f"encoder.{block.name}")
         return groups + head_groups(head, config)
+
+    @classmethod
+    def search_space(cls, trial):
+        """The per-block decay."""
+        return {"decay": trial.suggest_float("decay", 0.5, 0.95)}
+

@@ -66,6 +66,12 @@ class LoRA(Strategy):
         # Adapters are new weights, so they learn at the head's rate.
         return split_decay(named, config.head_lr, config.weight_decay, "lora") + head_groups(head, config)
 
+    @classmethod
+    def search_space(cls, trial):
+        """The adapters' rank."""
+        return {"r": trial.suggest_categorical("r", [4, 8, 16])}
+
+
 
 def has_lora(module: nn.Module) -> bool:
     from peft.tuners.lora import LoraLayer

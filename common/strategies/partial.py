@@ -28,6 +28,12 @@ class Partial(Strategy):
             p.requires_grad_(True)
         return split_decay(named, config.lr, config.weight_decay, "encoder.top") + head_groups(head, config)
 
+    @classmethod
+    def search_space(cls, trial):
+        """How many top blocks learn."""
+        return {"top_k_blocks": trial.suggest_int("top_k_blocks", 1, 4)}
+
+
 
 def _top_params(blocks, k: int) -> list:
     """Parameters of the last ``k`` layer blocks and everything after them (the top norm)."""
