@@ -14,4 +14,13 @@ Built-in data, shared with the benchmarks and the tests:
 - ``espeak``: eSpeak NG speech synthesis in-process (the ``espeakng-loader`` package).
 - ``speech_corpus``: eSpeak words with voices split so that test clips use unseen voices.
 - ``recsys_world``: a synthetic two-period, two-domain interaction world and a checkerboard matrix.
+- ``SPOKEN_DIGITS``: the folder of 120 real spoken-digit clips shipped with the package (4 speakers x 10 digits
+  x 3 takes from the Free Spoken Digit Dataset, CC BY-SA 4.0; its ``README.md`` gives source and authors), with
+  ``train.csv`` (3 speakers), ``test.csv`` (a 4th, unseen speaker) and ``all.csv`` manifests.
 """
+
+from pathlib import Path
+
+__all__ = ["SPOKEN_DIGITS"]
+
+SPOKEN_DIGITS = Path(__file__).resolve().parent / "data" / "fsdd"
