@@ -6,7 +6,8 @@ part is a module with ``run_demo(out_dir, *, seed=0, quick=False) -> str`` that 
 seconds, what the tests use).
 
 Demos: ``vision`` (digits 0-4 -> digits 5-9 with a small ViT), ``audio`` (eSpeak words -> spoken
-digits with a small wav2vec2), ``recsys`` (four embedding-table transfer modes).
+digits with a small wav2vec2), ``recsys`` (four embedding-table transfer modes), ``spoken_digits`` (keyword
+spotting on the shipped real clips, a speaker unseen in training).
 
 Built-in data, shared with the benchmarks and the tests:
 
