@@ -94,3 +94,17 @@ def test_real_keyword_spotting_on_an_unseen_speaker(tmp_path):
     assert facts["train"]["clips"] == 90 and facts["test"]["clips"] == 30 and facts["epochs"] == 30
     assert probe >= 0.9 and probe >= mfcc + 0.2, (probe, mfcc)
     assert f"| {probe:.3f} |" in section and f"| {mfcc:.3f} |" in section
+
+
+def test_every_package_folder_is_listed_for_a_non_editable_install():
+    """Regression: ``pip install .`` (not ``-e``) left out ``transferkit.common.strategies``, so the installed
+    package failed at ``import transferkit.common``."""
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(transferkit(?:\.\w+)+)"', re.search(r"^packages = \[(.*?)\]", text, re.M | re.S).group(1)))
+    dirs = json.loads(re.search(r"^package-dir = (\{.*\})$", text, re.M).group(1).replace(" = ", ": "))
+    found = set()
+    for package, folder in dirs.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *rel)))
+    assert found and listed == found, sorted(found ^ listed)
