@@ -145,11 +145,27 @@ def test_whisper_encoder_comes_from_the_speech_recognition_checkpoint(family_dir
 def test_evaluation_under_bf16_autocast_computes_mel_features_in_full_precision(family_dirs, family, tmp_path):
     """Regression: the trainer evaluated under autocast, loader included; on a CPU with native bf16
     AST's Kaldi fbank then ran in bf16 and failed ("Got unsupported ScalarType BFloat16")."""
-    clf = AudioClassifier.from_pretrained(family_dirs[family], labels=["lo", "hi"], strategy="linear_probe")
+    clf = AudioClassifier.from_pretrained(family_dirs[family], labels=["lo", "hi"], strategy="finetune")
     waves, labels = tones(4)
+    key = "input_values" if family == "ast" else "input_features"
+    with torch.no_grad():
+        reference = clf.prepare_inputs(waves)[key]  # fp32, no autocast anywhere
+    seen = []  # (autocast on?, the features) of every evaluation forward
+
+    def spy(module, args, kwargs):
+        if not module.training:
+            seen.append((torch.is_autocast_enabled("cpu"), kwargs[key].detach().clone()))
+
+    clf.model.register_forward_pre_hook(spy, with_kwargs=True)
     results = clf.fit((waves, labels), (waves, labels), output_dir=str(tmp_path), epochs=1, batch_size=4,
                       mixed_precision="bf16", progress=False, plot=False, save_checkpoints=False)
-    assert 0.0 <= results["linear_probe"].final["accuracy"] <= 1.0
+    # The evaluation really ran under bf16 autocast, and the mel features it was fed are the fp32 ones.
+    assert len(seen) == 1 and seen[0][0], "evaluation did not run under autocast: the test checks nothing"
+    features = seen[0][1]
+    assert features.dtype == torch.float32 and features.shape == reference.shape
+    order = lambda f: f.flatten(1).sum(1).argsort()  # noqa: E731  (the loader may sort clips by length)
+    torch.testing.assert_close(features[order(features)], reference[order(reference)], rtol=1e-5, atol=1e-5)
+    assert math.isfinite(results["finetune"].final["eval_loss"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

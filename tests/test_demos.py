@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 
-DEMOS = ("audio", "recsys", "vision")
+DEMOS = ("audio", "recsys", "spoken_digits", "vision")
 
 
 def run_demo(name: str):

@@ -329,13 +329,16 @@ def test_processes_keep_identical_replicas(launched):
 
 
 def test_evaluation_scores_every_example_once_on_every_process(launched):
-    for report in launched["reports"]:
-        counts = report["eval_counts"]
-        # 9 eval examples, 2 epochs: each evaluation adds up to 9 (the padded copy dropped), on both ranks.
-        for name in ("image", "audio", "ctc", "probe"):
-            assert sum(counts[name]) == 2 * 9, (name, counts[name])
-        for a, b in zip(launched["reports"][0][name]["history"], report[name]["history"]):
-            assert a == {**b, "seconds": a["seconds"], "samples_per_s": a["samples_per_s"]}  # same metrics everywhere
+    """Regression: the metrics were compared after the loop over tasks, so only the probe's were compared."""
+    r0, r1 = launched["reports"]
+    for name in ("image", "audio", "ctc", "probe"):
+        for report in (r0, r1):
+            # 9 eval examples, 2 epochs: each evaluation adds up to 9 (the padded copy dropped), on both ranks.
+            assert sum(report["eval_counts"][name]) == 2 * 9, (name, report["rank"], report["eval_counts"][name])
+        # The same metrics on both ranks, every epoch, timings aside.
+        assert len(r0[name]["history"]) == len(r1[name]["history"]) == 2, name
+        for a, b in zip(r0[name]["history"], r1[name]["history"]):
+            assert a == {**b, "seconds": a["seconds"], "samples_per_s": a["samples_per_s"]}, name
 
 
 def test_only_the_main_process_writes_run_files_and_the_feature_cache_is_shared(launched):

@@ -1,6 +1,7 @@
 """Pretraining on implicit, EmbeddingTables round trips, and recommend() on every bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,15 +164,35 @@ def test_similar_items_share_a_group(trained):
 
 
 def test_push_to_hub_writes_card_and_uploads_the_folder(tmp_path, trained, monkeypatch):
-    from transferkit.common import hub
+    """Regression: this test replaced the upload function itself with a lambda. Only the Hub client is faked
+    here: the real ``push_to_hub`` runs, and what it uploads is read back at upload time."""
+    import huggingface_hub
 
     calls = {}
-    monkeypatch.setattr(hub, "push_to_hub", lambda folder, repo, **kw: calls.update(folder=folder, repo=repo, **kw) or "url")
-    assert trained["als"].push_to_hub("me/tables", tmp_path, metrics={"ndcg@10": 0.5}) == "url"
-    assert calls["repo"] == "me/tables" and calls["private"] is False
-    card = (tmp_path / "README.md").read_text()
+
+    class FakeApi:  # the network boundary, nothing of transferkit
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            folder = Path(folder_path)
+            calls["files"] = sorted(p.name for p in folder.iterdir())
+            calls["card"] = (folder / "README.md").read_text()
+            calls["item_ids"] = EmbeddingTables.load(folder).item_ids
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = trained["als"].push_to_hub("me/tables", tmp_path, token="hf_x", private=True, metrics={"ndcg@10": 0.5})
+    assert url == "https://hub/me/tables/commit/1"
+    assert calls["repo"] == ("me/tables", True, True) and calls["token"] == "hf_x"
+    assert "README.md" in calls["files"] and any(f.endswith(".safetensors") for f in calls["files"])
+    card = calls["card"]
     assert "recommendation" in card and "ndcg@10" in card and "EmbeddingTables.load" in card
-    assert EmbeddingTables.load(tmp_path).item_ids == trained["als"].item_ids
+    assert calls["item_ids"] == trained["als"].item_ids
 
 
 def test_push_to_hub_offline_raises_and_keeps_the_export(tmp_path, trained, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -10,11 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("optuna", reason="the recipe search needs optuna (pip install optuna)")
+from transferkit.common import load_encoder
+from transferkit.common.search import stratified_split
+from transferkit.vision import ImageClassifier
 
-from transferkit.common import load_encoder  # noqa: E402
-from transferkit.common.search import stratified_split  # noqa: E402
-from transferkit.vision import ImageClassifier  # noqa: E402
+# Only the search needs optuna: the label curve, the split and the export run without it.
+# (Regression: a module-level importorskip skipped the label-curve tests too.)
+needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                  reason="the recipe search needs optuna (pip install '.[search]')")
 
 FAST = {"epochs": 3, "batch_size": 8, "progress": False, "plot": False}
 
@@ -45,6 +49,7 @@ def test_stratified_split_is_disjoint_seeded_and_keeps_every_class():
         stratified_split(["a", "a", "b"], 0.2, seed=0)
 
 
+@needs_optuna
 def test_auto_picks_the_probe_when_the_frozen_features_already_separate(tmp_path):
     train = _images()
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
@@ -60,6 +65,7 @@ def test_auto_picks_the_probe_when_the_frozen_features_already_separate(tmp_path
     assert "linear_probe" in (clf.save(tmp_path / "model") / "README.md").read_text()
 
 
+@needs_optuna
 def test_trials_never_see_the_eval_data(tmp_path):
     train, held_out = _images(40, seed=0), _images(20, seed=1)
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
@@ -71,6 +77,7 @@ def test_trials_never_see_the_eval_data(tmp_path):
     assert clf.train_info["eval_examples"] == 20  # only the final fit sees it, to pick its best epoch
 
 
+@needs_optuna
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
     import optuna
 
@@ -127,6 +134,7 @@ def test_label_curve_has_a_point_per_budget_strategy_and_seed(tmp_path):
     assert all(p["accuracy"] == 1.0 for p in points if p["labels_per_class"] == "all" and p["method"] != "finetune")
 
 
+@needs_optuna
 def test_without_retraining_the_best_trial_is_kept(tmp_path):
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
     results = clf.fit(_images(), output_dir=str(tmp_path), n_trials=2, retrain=False,
@@ -136,6 +144,7 @@ def test_without_retraining_the_best_trial_is_kept(tmp_path):
     assert clf.evaluate(_images(20, seed=1))["accuracy"] == 1.0
 
 
+@needs_optuna
 def test_retraining_without_eval_runs_for_the_best_trials_epochs(tmp_path):
     """No eval data to pick an epoch on: the retrain stops where the chosen trial peaked on dev."""
     clf = ImageClassifier(_frozen_random_encoder(), labels=["bright", "dark"], strategy="auto")
@@ -173,6 +182,7 @@ def _small_cnn():
     return load_encoder(body, feature_dim=8, processor=proc)
 
 
+@needs_optuna
 def test_first_trials_use_the_domains_defaults_unless_the_user_set_rates(tmp_path):
     from transferkit.common import TrainConfig
 
@@ -195,6 +205,7 @@ def test_first_trials_use_the_domains_defaults_unless_the_user_set_rates(tmp_pat
     assert {rows[s]["image_size"] for s in rows} == {"32"}
 
 
+@needs_optuna
 def test_a_kept_trial_is_in_the_run_folder_with_its_searched_input_size(tmp_path):
     """Regression: keeping the best trial left no checkpoint or run file behind, and ``from_run`` rebuilt
     the encoder with the spec's processor, not the searched input size."""
@@ -230,6 +241,7 @@ def test_curve_probe_points_encode_once_and_equal_a_direct_fit(tmp_path):
     assert point["accuracy"] == direct.evaluate(test)["accuracy"]
 
 
+@needs_optuna
 def test_a_trial_running_when_the_budget_ends_is_cut_at_its_next_epoch(tmp_path, monkeypatch):
     """The search's clock reads one second later at every look: a 30-second budget ends inside the second
     trial, which stops at its next epoch (pruned) instead of running its 100 epochs."""
@@ -256,6 +268,7 @@ def test_a_trial_running_when_the_budget_ends_is_cut_at_its_next_epoch(tmp_path,
     assert 0 < max(finetune.intermediate_values) < 100
 
 
+@needs_optuna
 def test_trials_csv_lists_only_trials_that_ran(tmp_path):
     import optuna
 

@@ -78,10 +78,16 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """Regression: the image claimed 2.5 G pixels, above Pillow's own refusal, so the test passed with
+    transferkit's check deleted. Here the claim is under Pillow's limit and over transferkit's ``max_pixels``;
+    the file's pixel data is a stub, so an attempt to decode would fail differently ("corrupt or truncated")."""
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_header_only(50_000, 50_000))  # 2.5 G pixels claimed by a 60-byte file
-    with pytest.raises(ImageDecodeError, match="bomb.png.*decompression bomb|bomb.png"):
-        load_image(path)
+    path.write_bytes(_png_header_only(200, 100))  # 20,000 pixels claimed by a 60-byte file
+    with pytest.raises(ImageDecodeError, match=r"bomb\.png: 200x100 pixels exceeds the limit of 19999 "
+                                               r"\(possible decompression bomb\)"):
+        load_image(path, max_pixels=19_999)
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):  # at the limit it is decoded, and fails
+        load_image(path, max_pixels=20_000)
 
 
 def test_image_smaller_than_a_patch_still_predicts(vit_dir):

@@ -110,12 +110,38 @@ def test_cli_fit_evaluate_predict_export(vit_dir, images, tmp_path, capsys):
     assert ImageClassifier.load(tmp_path / "exp2").predict(str(one))[0]["label"] == "dark"
 
 
-def test_mixup_cutmix_turn_labels_into_soft_targets(vit_dir, images):
+@pytest.mark.parametrize("mix", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
+def test_mixup_cutmix_mix_each_image_with_its_partner_and_weight_the_labels_alike(mix):
+    """Regression: this test passed with plain one-hot labels. Each example is mixed with the one before it
+    (the batch rolled by one): its label weights are lam on its own class and 1 - lam on the partner's, and the
+    pixels are that blend (MixUp) or, for a fraction 1 - lam of them, the partner's pixels (CutMix)."""
     from transferkit.vision.transforms import AugmentConfig, batch_mixer
 
-    mixer = batch_mixer(AugmentConfig(mixup=0.4, cutmix=1.0), num_classes=2)
-    x, y = mixer(torch.randn(8, 3, 16, 16), torch.tensor([0, 1] * 4))
-    assert y.shape == (8, 2) and torch.allclose(y.sum(-1), torch.ones(8))
+    torch.manual_seed(0)
+    x, target = torch.rand(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    mixer = batch_mixer(AugmentConfig(**mix), num_classes=3)
+    for _ in range(5):  # several draws of lam (and of MixUp or CutMix)
+        mixed, y = mixer(x.clone(), target)
+        partner, partner_target = x.roll(1, 0), target.roll(1, 0)
+        lam = y[0, target[0]].item()
+        assert y.shape == (8, 3) and 0.0 < lam < 1.0  # a soft target, not one-hot
+        expected = torch.zeros(8, 3)
+        expected[torch.arange(8), target] += lam
+        expected[torch.arange(8), partner_target] += 1 - lam
+        torch.testing.assert_close(y, expected)
+        blended = lam * x + (1 - lam) * partner
+        if torch.allclose(mixed, blended, atol=1e-6):
+            assert "mixup" in mix
+        else:  # CutMix: every pixel is its own or the partner's, and the partner's cover 1 - lam of the image
+            assert "cutmix" in mix
+            from_partner = (mixed == partner).all(1) & (mixed != x).any(1)
+            assert torch.equal(mixed, torch.where(from_partner[:, None], partner, x))
+            assert from_partner.float().mean().item() == pytest.approx(1 - lam, abs=1e-6)
+
+
+def test_augment_config_rejects_a_crop_scale_above_one():
+    from transferkit.vision.transforms import AugmentConfig
+
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentConfig(crop_scale=(0.5, 1.5))
 
