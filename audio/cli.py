@@ -93,10 +93,26 @@ def _fit_ctc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_whisper(folder: str) -> bool:
+    """A WhisperRecognizer run (its run file) or export (``whisper_config`` in transferkit.json, or a bare
+    Hugging Face sequence-to-sequence Whisper folder)."""
+    path = Path(folder)
+    if (path / "transferkit-run.json").exists():
+        return json.loads((path / "transferkit-run.json").read_text()).get("task") == "WhisperRecognizer"
+    if (path / "transferkit.json").exists():
+        return "whisper_config" in json.loads((path / "transferkit.json").read_text())
+    config = path / "config.json"
+    return config.exists() and "WhisperForConditionalGeneration" in json.loads(config.read_text()).get("architectures", [])
+
+
 def _task(folder: str) -> type:
     from .classifier import AudioClassifier
     from .recognizer import SpeechRecognizer
 
+    if _is_whisper(folder):
+        from .whisper import WhisperRecognizer
+
+        return WhisperRecognizer
     return SpeechRecognizer if _is_recognizer(folder) else AudioClassifier
 
 

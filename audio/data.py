@@ -40,7 +40,9 @@ __all__ = ["AUDIO_EXTENSIONS", "AudioDataError", "AudioDataset", "SkipReport", "
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+# soundfile reads the first eight; the container formats of phones and browsers (AAC in M4A, WebM) go through
+# torchcodec and FFmpeg (decode.decode_any)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".aac", ".webm")
 
 
 class AudioDataset(torch.utils.data.Dataset):

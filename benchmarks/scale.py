@@ -56,7 +56,7 @@ def main() -> None:
     print(f"RESULT scale anon_slope_bytes_per_image={slope:.0f} "
           f"peak_anon_mb_{big}={img[(big, 'on')]['peak_anon'] / MB:.0f} "
           f"cache_within_budget={img[(big, 'budget')]['cache_bytes'] <= img[(big, 'budget')]['budget_bytes']} "
-          f"warm_start_s={rows['recsys']['warm_start']['seconds']:.1f} retrain_s={rows['recsys']['retrain']['seconds']:.1f}")
+          f"warm_start_s={rows['recsys']['warm_start']['seconds']:.4f} retrain_s={rows['recsys']['retrain']['seconds']:.4f}")
 
 
 IN_PROCESS = False  # --smoke: jobs run in this process (no interpreter start per job; peaks are not per job)

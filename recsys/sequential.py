@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .base import OnUnknown, Recommender, UserScores
-from .data import Interactions, _plain, id_index
+from .data import Interactions, id_index, plain_id
 from .sasrec import SASRecNet, SequentialConfig
 from .tables import EmbeddingTables
 
@@ -100,7 +100,7 @@ class SequentialRecommender(Recommender):
     def __init__(self, item_ids: Sequence, config: SequentialConfig | None = None,
                  base: np.ndarray | None = None, source: str = "scratch") -> None:
         self.config = config or SequentialConfig()
-        self.item_ids = [_plain(i) for i in item_ids]
+        self.item_ids = [plain_id(i) for i in item_ids]
         if len(set(self.item_ids)) != len(self.item_ids):
             raise ValueError("item_ids has duplicates: each item needs exactly one row")
         self.net = SASRecNet(len(self.item_ids), self.config, base)
@@ -127,7 +127,7 @@ class SequentialRecommender(Recommender):
                 the rows of items the tables lack, now and in :meth:`add_items`.
         """
         item_ids = list(tables.item_ids if item_ids is None else item_ids)
-        rows = np.array([tables.item_index.get(_plain(i), -1) for i in item_ids], dtype=np.int64)
+        rows = np.array([tables.item_index.get(plain_id(i), -1) for i in item_ids], dtype=np.int64)
         base = np.zeros((len(item_ids), tables.item_factors.shape[1]), np.float32)
         base[rows >= 0] = tables.item_factors[rows[rows >= 0]]
         mapper = None
@@ -137,9 +137,9 @@ class SequentialRecommender(Recommender):
             content_ids = list(item_ids if content_ids is None else content_ids)
             mapper = ContentMapper(kind="ridge").fit(tables, content_ids, np.asarray(item_content))
             index = id_index(content_ids)
-            missing = [r for r in np.flatnonzero(rows < 0) if _plain(item_ids[r]) in index]
+            missing = [r for r in np.flatnonzero(rows < 0) if plain_id(item_ids[r]) in index]
             if missing:
-                content = np.asarray(item_content)[[index[_plain(item_ids[r])] for r in missing]]
+                content = np.asarray(item_content)[[index[plain_id(item_ids[r])] for r in missing]]
                 base[missing] = mapper.predict(content)
             rows[missing] = 0  # they have rows now
         if (rows < 0).any():
@@ -167,7 +167,7 @@ class SequentialRecommender(Recommender):
             raise ValueError("a model trained from scratch has no content path: build it with from_content or "
                              "from_tables(..., item_content=) to add items from content")
         content = np.asarray(content, np.float32)
-        new = [_plain(i) for i in item_ids]
+        new = [plain_id(i) for i in item_ids]
         clash = set(new) & set(self.item_ids)
         if clash:
             raise ValueError(f"{len(clash)} items are already in the model (e.g. {sorted(map(str, clash))[:3]})")
@@ -268,7 +268,7 @@ class SequentialRecommender(Recommender):
             if source is None:
                 continue
             missing = [r for r, s in enumerate(found) if not len(s)]
-            rows = [source.user_index.get(_plain(users[r]), -1) for r in missing]
+            rows = [source.user_index.get(plain_id(users[r]), -1) for r in missing]
             if not any(row >= 0 for row in rows):
                 continue
             cols = np.array([self.item_index.get(i, -1) for i in source.item_ids], dtype=np.int64)

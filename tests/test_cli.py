@@ -29,7 +29,7 @@ def _flags(cls: type, prefix: str = "") -> set[str]:
             continue
         name = (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         out.add(f"--{name}")
-        if f.type in (bool, "bool"):
+        if f.type in (bool, "bool", "bool | None"):
             out.add(f"--no-{name}")
     return out
 
