@@ -177,6 +177,11 @@ class TransferTask(PushToHubMixin, ABC):
         if "strategy" in options:  # fit(..., strategy="lora") or strategy="auto"
             self.set_strategy(options.pop("strategy"))
         if self.auto:
+            from .streams import is_stream
+
+            if is_stream(train):
+                raise ValueError("strategy='auto' splits the training set into folds, which a stream cannot be: "
+                                 "pass a map-style set, or name a strategy (finetune, lora, llrd, partial)")
             return self.search(train, eval, config=config, **options)
         settings = pop_strategy_settings(self.strategy, options)
         if settings:
