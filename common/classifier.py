@@ -22,7 +22,7 @@ from torch import nn
 from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
-from .features import FeatureCache, fingerprint
+from .features import FeatureCache, fingerprint, write_feature_shards
 from .metrics import ConfusionMatrix, per_class_report
 from .modality import DecodedItems, Modality, decodable, labelled_collate
 from .sources import dataset_targets, is_dataset
@@ -230,7 +230,7 @@ class TransferClassifier(TransferTask):
         info = {"train_examples": "stream", "eval_examples": "stream" if is_stream(eval) else len(eval_set or ()),
                 "stream": True}
         return TrainingData(stream(train, prepare or m.decode), eval_set, collate or labelled_collate(m, augment=True),
-                            labelled_collate(m), info=info)
+                            labelled_collate(m), probe_train=stream(train, m.decode), info=info)
 
     @classmethod
     def rebuild(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
@@ -259,9 +259,7 @@ class TransferClassifier(TransferTask):
 
     def cached_stage(self, stage, data, config, run_dir):
         if data.info.get("stream"):
-            raise ValueError(f"the {stage.name} stage trains the head on cached encoder features, which needs a map-style "
-                             "training set: pass a datasets.Dataset (load_dataset without streaming=True), a folder or a "
-                             "manifest, or train the stream with strategy='finetune', 'lora', 'llrd' or 'partial'")
+            return self._streamed_features(data, config, run_dir / "features" / "stream")
         cache = FeatureCache(getattr(stage.config, "feature_cache", None) or run_dir / "features")
         enc_fp = self.encoder.fingerprint()
         kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
@@ -274,6 +272,15 @@ class TransferClassifier(TransferTask):
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
                          head_only=_head_only(config))
+
+    def _streamed_features(self, data: TrainingData, config: TrainConfig, root: Path) -> StageData:
+        """A stream's features, written in shards as it passes once through the encoder (un-augmented), then
+        memory-mapped by the probe's epochs through the Trainer. Not reused by another run: a stream has no
+        fingerprint to key a cache with."""
+        kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
+        train = write_feature_shards(self.encoder, data.probe_train, root / "train", **kw)
+        evals = write_feature_shards(self.encoder, data.eval, root / "eval", **kw) if data.eval is not None else None
+        return StageData(train, evals, _batched)
 
     def search(self, train, eval=None, *, config, search: Any = None, **options):
         """``strategy="auto"``: the recipe search, set by a :class:`~transferkit.common.search.SearchConfig`

@@ -155,9 +155,21 @@ def test_streaming_imagefolder_without_max_steps_says_so(vit_dir, image_stream, 
         _classifier(vit_dir).fit(image_stream(), **_opts(tmp_path / "run"))
 
 
-def test_linear_probe_on_a_stream_says_it_needs_a_map_style_set(vit_dir, image_stream, tmp_path):
-    with pytest.raises(ValueError, match="map-style"):
-        _classifier(vit_dir, "linear_probe").fit(image_stream(), **_opts(tmp_path / "run", max_steps=3))
+def test_linear_probe_on_a_stream_writes_feature_shards_as_it_passes(vit_dir, image_stream, tmp_path, monkeypatch):
+    from transferkit.common import features
+
+    monkeypatch.setattr(features, "SHARD_ROWS", 8)  # 20 images: shards of 8, 8 and 4 rows
+    clf = _classifier(vit_dir, "linear_probe")
+    result = clf.fit(image_stream(), eval=image_stream(), **_opts(tmp_path / "run", epochs=3))["linear_probe"]
+    shards = features.ShardedFeatures(tmp_path / "run" / "features" / "stream" / "train")
+    assert [len(s) for s in shards.shards] == [8, 8, 4]
+    rows = list(image_stream())  # the stream's own order: labels and encoder outputs row by row
+    assert shards.labels.tolist() == [r["label"] for r in rows]
+    with torch.no_grad():
+        expected = clf.encoder(**clf.prepare_inputs([r["image"] for r in rows[:5]]))
+    assert torch.allclose(shards.__getitems__(list(range(5)))["features"],
+                          expected, atol=1e-5)
+    assert result.steps == 3 * 5 and len(result.history) == 3 and "accuracy" in result.history[-1]
 
 
 @pytest.mark.parametrize("buffer", [0, 6])  # 0: the source's state_dict; 6: the pass read again up to the position
