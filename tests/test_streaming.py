@@ -184,3 +184,19 @@ def test_streaming_imagefolder_killed_after_a_step_checkpoint_resumes_exactly(vi
     assert result.steps == 8
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_audio_stream_of_pairs_trains_with_crops_of_max_seconds(tmp_path):
+    from test_audio_models import SR, tiny_wav2vec2, tones
+
+    from transferkit.audio import AudioClassifier
+
+    waves, labels = tones(n=12)  # 1600 to 3360 samples
+    clf = AudioClassifier.from_pretrained(str(tiny_wav2vec2(tmp_path / "w2v")), labels=["hi", "lo"])
+    spy = _Kill(key="input_values")
+    result = clf.fit(_Iterable(list(zip(waves, labels))), callbacks=[spy], max_seconds=1600 / SR,
+                     **_opts(tmp_path / "run", max_steps=4, shuffle_buffer=0))["finetune"]
+    assert result.steps == 4
+    assert max(x.shape[-1] for x, _ in spy.seen) == 1600  # every clip cropped to max_seconds
+    order = [lab for _, batch in spy.seen for lab in batch.tolist()]  # unshuffled: the stream's own order
+    assert order == [clf.label2id[t] for t in labels + labels[:4]]
