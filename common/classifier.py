@@ -22,12 +22,12 @@ from torch import nn
 from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
-from .features import FeatureCache, fingerprint, write_feature_shards
+from .features import FeatureCache, fingerprint
 from .metrics import ConfusionMatrix, per_class_report
 from .modality import DecodedItems, Modality, decodable, labelled_collate
 from .sources import dataset_targets, is_dataset
 from .strategies import Strategy
-from .streams import MappedStream, StreamLabelError, is_stream, row_pair
+from .streams import is_stream
 from .task import StageData, TrainingData, TransferTask
 from .trainer import TrainResult
 
@@ -204,33 +204,10 @@ class TransferClassifier(TransferTask):
         examples -> batch; default: the modality's collate, augmented) are the domain's training path;
         evaluation uses the modality's decode and collate.
         """
-        m = self.adapter()
+        from .stream_data import stream_training_data
+
         self.start_training(config)
-
-        def stream(source: Any, fn: Callable) -> MappedStream:
-            pair = row_pair(source, m.kind)
-
-            def example(row: Any) -> dict:
-                item, target = pair(row)
-                if target not in self.label2id:
-                    raise StreamLabelError(f"a stream example has label {target!r}, which the classifier does not know "
-                                           f"(it knows {self.labels}); add it to labels= before training")
-                return {"example": fn(item), "labels": self.label2id[target]}
-
-            return MappedStream(source, example, skip=(m.decode_error,))
-
-        def mapped(source: Any) -> DecodedItems:
-            kept = decodable(m, m.read(source))
-            self.check_labels(kept.targets, "the evaluation data")
-            return DecodedItems(m, kept.items, [self.label2id[t] for t in kept.targets])
-
-        if not is_stream(train):
-            raise TypeError("a stream for eval needs a stream for train too; or pass both as map-style sets")
-        eval_set = None if eval is None else stream(eval, m.decode) if is_stream(eval) else mapped(eval)
-        info = {"train_examples": "stream", "eval_examples": "stream" if is_stream(eval) else len(eval_set or ()),
-                "stream": True}
-        return TrainingData(stream(train, prepare or m.decode), eval_set, collate or labelled_collate(m, augment=True),
-                            labelled_collate(m), probe_train=stream(train, m.decode), info=info)
+        return stream_training_data(self, train, eval, prepare=prepare, collate=collate)
 
     @classmethod
     def rebuild(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
@@ -259,7 +236,9 @@ class TransferClassifier(TransferTask):
 
     def cached_stage(self, stage, data, config, run_dir):
         if data.info.get("stream"):
-            return self._streamed_features(data, config, run_dir / "features" / "stream")
+            from .stream_data import streamed_features
+
+            return StageData(*streamed_features(self.encoder, data, config, run_dir / "features" / "stream"), _batched)
         cache = FeatureCache(getattr(stage.config, "feature_cache", None) or run_dir / "features")
         enc_fp = self.encoder.fingerprint()
         kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
@@ -272,15 +251,6 @@ class TransferClassifier(TransferTask):
         train = features(data.probe_train if data.probe_train is not None else data.train, "train")
         return StageData(train, features(data.eval, "eval") if data.eval is not None else None, _batched,
                          head_only=_head_only(config))
-
-    def _streamed_features(self, data: TrainingData, config: TrainConfig, root: Path) -> StageData:
-        """A stream's features, written in shards as it passes once through the encoder (un-augmented), then
-        memory-mapped by the probe's epochs through the Trainer. Not reused by another run: a stream has no
-        fingerprint to key a cache with."""
-        kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}
-        train = write_feature_shards(self.encoder, data.probe_train, root / "train", **kw)
-        evals = write_feature_shards(self.encoder, data.eval, root / "eval", **kw) if data.eval is not None else None
-        return StageData(train, evals, _batched)
 
     def search(self, train, eval=None, *, config, search: Any = None, **options):
         """``strategy="auto"``: the recipe search, set by a :class:`~transferkit.common.search.SearchConfig`

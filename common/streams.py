@@ -64,13 +64,16 @@ class StreamReader:
         stream: the examples (a :class:`MappedStream` keeps the raw source, which is what is shuffled
             and positioned; any other iterable is read as it is).
         batch_size: examples per batch (the last batch of a pass may be smaller).
-        collate: a list of examples -> a batch.
+        collate: a list of examples -> a batch (default: torch's ``default_collate``).
         seed: seeds the shuffle buffer (with the pass number).
         shuffle_buffer: examples held to shuffle from; 0 reads in order.
     """
 
-    def __init__(self, stream: Iterable, batch_size: int, collate: Callable, seed: int = 0, shuffle_buffer: int = 0) -> None:
-        self.stream, self.batch_size, self.collate = stream, batch_size, collate
+    def __init__(self, stream: Iterable, batch_size: int, collate: Callable | None = None, seed: int = 0,
+                 shuffle_buffer: int = 0) -> None:
+        from torch.utils.data import default_collate
+
+        self.stream, self.batch_size, self.collate = stream, batch_size, collate or default_collate
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
         self.source = stream.source if isinstance(stream, MappedStream) else stream
         self.consumed = 0  # raw examples drawn in this pass
@@ -153,6 +156,19 @@ class StreamReader:
 
 
 _END = object()
+
+
+class StreamPass:
+    """One pass of a :class:`StreamReader`, its batches moved to ``device`` (an evaluation reads pass 1)."""
+
+    def __init__(self, reader: StreamReader, device: Any, epoch: int = 1) -> None:
+        self.reader, self.device, self.epoch = reader, device, epoch
+
+    def __iter__(self) -> Iterator:
+        from accelerate.utils import send_to_device
+
+        for batch in self.reader.batches(self.epoch):
+            yield send_to_device(batch, self.device)
 
 
 class StreamLabelError(Exception):

@@ -31,7 +31,7 @@ from .resume import (
     step_dirs,
 )
 from .sampling import EpochSampler, LengthGroupedSampler
-from .streams import StreamReader, is_stream
+from .streams import StreamPass, StreamReader, is_stream
 
 log = logging.getLogger(__name__)
 
@@ -339,13 +339,13 @@ class Trainer:
             # saves is exactly the one after the last trained batch.
             if cfg.num_workers:
                 log.info("a stream is read in the training process: num_workers=%d is not used", cfg.num_workers)
-            train_loader = StreamReader(train_dataset, cfg.batch_size, _or_default(collate_fn), cfg.seed, cfg.shuffle_buffer)
+            train_loader = StreamReader(train_dataset, cfg.batch_size, collate_fn, cfg.seed, cfg.shuffle_buffer)
             sampler = None
         else:
             sampler, train_loader = self._map_loader(train_dataset, collate_fn, lengths)
         if is_stream(eval_dataset):
-            eval_loader = _StreamPass(StreamReader(eval_dataset, cfg.effective_eval_batch_size,
-                                                   _or_default(eval_collate_fn)), acc.device)
+            eval_loader = StreamPass(StreamReader(eval_dataset, cfg.effective_eval_batch_size,
+                                                   eval_collate_fn), acc.device)
         elif eval_dataset is not None:
             workers = _default_workers(cfg.num_workers)
             eval_loader = DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
@@ -427,7 +427,7 @@ class Trainer:
         else:
             model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
         acc.register_for_checkpointing(scheduler)
-        if eval_loader is not None and not isinstance(eval_loader, _StreamPass):
+        if eval_loader is not None and not isinstance(eval_loader, StreamPass):
             eval_loader = acc.prepare(eval_loader)
         self.model = model
         # An evaluate function with no eval data scores the model its own way (ranking against a
@@ -504,7 +504,7 @@ class Trainer:
             # A stream skips nothing here: the reader continues from the position the checkpoint saved.
             if done:
                 reader.resume_at(progress["stream"])
-            loader, total = _StreamPass(reader, acc.device, epoch), None
+            loader, total = StreamPass(reader, acc.device, epoch), None
         else:
             total = len(loader)
         if done and reader is None:
@@ -672,25 +672,6 @@ class _OutsideAutocast:
             if batch is None:
                 return
             yield batch
-
-
-class _StreamPass:
-    """One pass of a :class:`StreamReader`, its batches on ``device`` (an evaluation reads pass 1, unshuffled)."""
-
-    def __init__(self, reader: StreamReader, device: Any, epoch: int = 1) -> None:
-        self.reader, self.device, self.epoch = reader, device, epoch
-
-    def __iter__(self):
-        from accelerate.utils import send_to_device
-
-        for batch in self.reader.batches(self.epoch):
-            yield send_to_device(batch, self.device)
-
-
-def _or_default(collate_fn: Callable | None) -> Callable:
-    from torch.utils.data import default_collate
-
-    return collate_fn or default_collate
 
 
 def _batch_size(batch: Any) -> int:
