@@ -73,6 +73,12 @@ def test_a_stream_without_max_steps_is_refused_naming_it(tmp_path):
         Trainer(_model(), cfg, compute_loss=_loss).fit(_Iterable(_rows()), collate_fn=_noisy_collate)
 
 
+def test_max_steps_overrides_epochs_on_a_map_style_set(tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=10, batch_size=5, max_steps=7, progress=False, plot=False)
+    result = Trainer(_model(), cfg, compute_loss=_loss).fit(_rows(), collate_fn=_noisy_collate)
+    assert result.steps == 7 and [r["epoch"] for r in result.history] == [1, 2]  # 5 steps an epoch
+
+
 def test_a_one_shot_generator_is_refused_on_its_second_pass(tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), batch_size=8, max_steps=5, progress=False, plot=False)
     with pytest.raises(ValueError, match="read again"):
