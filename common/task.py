@@ -237,6 +237,8 @@ class TransferTask(PushToHubMixin, ABC):
             cached = None
             if stage.uses_feature_cache:
                 cached = features if features is not None else self.cached_stage(stage, data, cfg, run_dir)
+            if cached is not None:  # epochs of a known number of feature rows; max_steps counts steps on the data
+                cfg = cfg.replace(max_steps=None)
             trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,
                               evaluate=self.eval_fn() if data.eval is not None else None,
                               run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),

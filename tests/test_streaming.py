@@ -178,6 +178,11 @@ def test_linear_probe_on_a_stream_writes_feature_shards_as_it_passes(vit_dir, im
     assert result.steps == 3 * 5 and len(result.history) == 3 and "accuracy" in result.history[-1]
 
 
+def test_lp_ft_on_a_stream_probes_for_its_epochs_then_fine_tunes_for_max_steps(vit_dir, image_stream, tmp_path):
+    results = _classifier(vit_dir, "lp_ft").fit(image_stream(), **_opts(tmp_path / "run", max_steps=6, probe_epochs=2))
+    assert results["linear_probe"].steps == 2 * 5 and results["finetune"].steps == 6  # 20 images in batches of 4
+
+
 @pytest.mark.parametrize("buffer", [0, 6])  # 0: the source's state_dict; 6: the pass read again up to the position
 def test_streaming_imagefolder_killed_after_a_step_checkpoint_resumes_exactly(vit_dir, image_stream, tmp_path, buffer):
     opts = _opts(tmp_path / "killed", max_steps=8, save_steps=3, shuffle_buffer=buffer)
