@@ -12,6 +12,7 @@ import torch
 
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
+from transferkit.common.streams import is_stream
 
 from .augment import WaveAugment
 from .config import DEFAULT_MAX_SECONDS, AudioModelConfig
@@ -173,6 +174,8 @@ class AudioClassifier(TransferClassifier):
 
     def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: WaveAugment | None = None,
                       max_seconds: float | None = DEFAULT_MAX_SECONDS) -> TrainingData:
+        if is_stream(train) or is_stream(eval):
+            return self._stream_data(train, eval, config, augment, max_seconds)
         # No length grouping by default: in keyword spotting a clip's length says much about its
         # word, so length-sorted batches hold few classes each and training stalled (measured).
         train_set = as_audio_dataset(train, self.sampling_rate)
@@ -203,6 +206,23 @@ class AudioClassifier(TransferClassifier):
             info={"train_examples": len(train_set), "eval_examples": len(eval_set) if eval_set else 0,
                   "skipped_train_clips": train_set.report.n_skipped, "feature_encoder_frozen": self.encoder.front_end_frozen,
                   "layer_sum": bool(getattr(self.hf_config, "use_weighted_layer_sum", False)), "max_seconds": max_seconds})
+
+    def _stream_data(self, train: Any, eval: Any, config: TrainConfig, augment: WaveAugment | None,
+                     max_seconds: float | None) -> TrainingData:
+        """A stream of clips: each decoded as it passes, a longer one cropped at random to ``max_seconds``."""
+        if augment is not None:
+            raise ValueError("waveform augmentation of a stream is not supported: pass augment=None, or a map-style set")
+        modality = self.adapter()
+        limit = int(max_seconds * self.sampling_rate) if max_seconds else None
+
+        def prepare(item: Any) -> np.ndarray:
+            wave = modality.decode(item)
+            if limit and len(wave) > limit:  # torch's generator: a resumed run draws the same crops
+                start = int(torch.randint(0, len(wave) - limit + 1, ()).item())
+                wave = wave[start:start + limit]
+            return wave
+
+        return self.stream_data(train, eval, config, prepare=prepare)
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 32) -> list[dict]:

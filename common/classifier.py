@@ -27,6 +27,7 @@ from .metrics import ConfusionMatrix, per_class_report
 from .modality import DecodedItems, Modality, decodable, labelled_collate
 from .sources import dataset_targets, is_dataset
 from .strategies import Strategy
+from .streams import is_stream
 from .task import StageData, TrainingData, TransferTask
 from .trainer import TrainResult
 
@@ -178,6 +179,8 @@ class TransferClassifier(TransferTask):
         """The modality's reader and decoder, its collate (augmented for training); no options."""
         if options:
             raise TypeError(f"{type(self).__name__}.fit got unexpected keyword(s) {sorted(options)}")
+        if is_stream(train) or is_stream(eval):
+            return self.stream_data(train, eval, config)
         m = self.adapter()
         sources = {"train": decodable(m, m.read(train)), **({"eval": decodable(m, m.read(eval))} if eval is not None else {})}
         for name, source in sources.items():
@@ -190,6 +193,21 @@ class TransferClassifier(TransferTask):
                 "skipped_train": {k: v for k, v in sources["train"].skipped.items() if v}}
         return TrainingData(sets["train"], sets.get("eval"), labelled_collate(m, augment=True), labelled_collate(m),
                             probe_train=sets["train"], fingerprints={**fps, "preprocess": m.fingerprint()}, info=info)
+
+    def stream_data(self, train: Any, eval: Any, config: TrainConfig, *, prepare: Callable | None = None,
+                    collate: Callable | None = None) -> TrainingData:
+        """Training data when ``train`` or ``eval`` is a stream (``datasets.IterableDataset``, an iterable of
+        ``{"<kind>": item, "label": ...}`` rows or ``(item, label)`` pairs): each example is decoded as it
+        passes; one that does not decode is skipped, counted and logged; an unknown label is an error.
+
+        ``prepare`` (item -> training example; default: the modality's decode) and ``collate`` (training
+        examples -> batch; default: the modality's collate, augmented) are the domain's training path;
+        evaluation uses the modality's decode and collate.
+        """
+        from .stream_data import stream_training_data
+
+        self.start_training(config)
+        return stream_training_data(self, train, eval, prepare=prepare, collate=collate)
 
     @classmethod
     def rebuild(cls, encoder: Encoder, labels: list[str], info: dict) -> TransferClassifier:
@@ -217,6 +235,10 @@ class TransferClassifier(TransferTask):
         return evaluate_classification(len(self.labels))
 
     def cached_stage(self, stage, data, config, run_dir):
+        if data.info.get("stream"):
+            from .stream_data import streamed_features
+
+            return StageData(*streamed_features(self.encoder, data, config, run_dir / "features" / "stream"), _batched)
         cache = FeatureCache(getattr(stage.config, "feature_cache", None) or run_dir / "features")
         enc_fp = self.encoder.fingerprint()
         kw = {"collate_fn": data.eval_collate, "batch_size": config.effective_eval_batch_size, "progress": config.progress}

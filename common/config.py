@@ -51,6 +51,10 @@ class TrainSettings:
 
     output_dir: str = setting("transferkit-run", "Folder for checkpoints, metrics and exports.")
     epochs: int = setting(10, "Training epochs (the fine-tuning stage for lp_ft).", ge=1)
+    max_steps: int | None = setting(None, "Train this many optimizer steps instead of counting epochs (required for "
+                                    "a stream, whose length is unknown; on a map-style set it overrides epochs).", ge=1)
+    shuffle_buffer: int = setting(1000, "Examples held in the seeded buffer a stream is shuffled through (0: read "
+                                  "in order); a map-style set is shuffled whole.", ge=0)
     batch_size: int = setting(32, "Examples per optimizer micro-step on each device.", ge=1)
     eval_batch_size: int | None = setting(None, "Evaluation batch size (default: 2 x batch_size).", ge=1)
     lr: float = setting(5e-5, "Peak learning rate of the encoder.", gt=0)

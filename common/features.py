@@ -129,3 +129,88 @@ class FeatureCache:
         os.replace(tmp, path)
         log.info("cached %d feature vectors at %s; %s", len(features), path, self.folder.info())
         return features, labels_t
+
+
+#: feature vectors per shard file when a stream's features are written as it passes
+SHARD_ROWS = 65536
+
+
+class ShardedFeatures(torch.utils.data.Dataset):
+    """Feature vectors in ``.npy`` shards under ``folder``, memory-mapped (rows are read on access), with
+    their labels (held in memory); the loader fetches whole batches at once (``__getitems__``)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        import numpy as np
+
+        files = sorted(Path(folder).glob("features-*.npy"))
+        if not files:
+            raise FileNotFoundError(f"{folder} holds no feature shards (features-*.npy)")
+        self.shards = [np.load(f, mmap_mode="r") for f in files]
+        self.labels = torch.from_numpy(np.concatenate([np.load(f.with_name("labels" + f.name[len("features"):]))
+                                                       for f in files]))
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        import numpy as np
+
+        idx_a = np.asarray(idx)
+        shard = np.searchsorted(self.offsets, idx_a, side="right") - 1
+        rows = np.stack([self.shards[s][i - self.offsets[s]] for s, i in zip(shard, idx_a)])
+        return {"features": torch.from_numpy(rows), "labels": self.labels[torch.as_tensor(idx_a)]}
+
+
+def write_feature_shards(encoder: torch.nn.Module, examples: Any, folder: str | os.PathLike, *, collate_fn: Callable,
+                         batch_size: int = 64, device: torch.device | str | None = None, progress: bool = True,
+                         shard_rows: int | None = None) -> ShardedFeatures:
+    """Encode ``examples`` (a stream, or any iterable) once, in order, writing the pooled features and labels
+    in shards of ``shard_rows`` rows (default :data:`SHARD_ROWS`) as they pass: memory holds one shard,
+    whatever the stream's length. The folder is written beside and swapped in when complete."""
+    import shutil
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .streams import StreamReader
+
+    shard_rows = shard_rows or SHARD_ROWS
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    was_training = encoder.training
+    encoder.eval().to(device)
+    feats: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    n_shards = n_rows = 0
+
+    def flush() -> None:
+        nonlocal n_shards, feats, labels
+        if feats:
+            np.save(tmp / f"features-{n_shards:05d}.npy", np.concatenate(feats))
+            np.save(tmp / f"labels-{n_shards:05d}.npy", np.concatenate(labels))
+            n_shards, feats, labels = n_shards + 1, [], []
+
+    reader = StreamReader(examples, batch_size, collate_fn)
+    with torch.no_grad():
+        for batch in tqdm(reader.batches(1), desc="encoding features", disable=not progress, leave=False):
+            labels.append(batch.pop("labels").numpy())
+            inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            feats.append(encoder(**inputs).float().cpu().numpy())
+            n_rows += len(labels[-1])
+            if sum(len(x) for x in labels) >= shard_rows:
+                flush()
+    flush()
+    encoder.train(was_training)
+    if n_rows == 0:
+        raise ValueError("the stream yielded no example to encode")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    log.info("wrote %d feature vectors in %d shard(s) at %s", n_rows, n_shards, folder)
+    return ShardedFeatures(folder)

@@ -37,6 +37,7 @@ from .encoders import Encoder
 from .hub import PushToHubMixin, write_model_card
 from .prefix_cache import prefix_stage
 from .strategies import Strategy, get_strategy, has_lora, merge_lora, pop_strategy_settings
+from .streams import is_stream
 from .trainer import EvalFn, LossFn, Trainer, TrainResult
 
 RUN_FILE = "transferkit-run.json"
@@ -181,6 +182,9 @@ class TransferTask(PushToHubMixin, ABC):
         if "strategy" in options:  # fit(..., strategy="lora") or strategy="auto"
             self.set_strategy(options.pop("strategy"))
         if self.auto:
+            if is_stream(train):
+                raise ValueError("strategy='auto' splits the training set into folds, which a stream cannot be: "
+                                 "pass a map-style set, or name a strategy (finetune, lora, llrd, partial)")
             return self.search(train, eval, config=config, **options)
         settings = pop_strategy_settings(self.strategy, options)
         if settings:
@@ -236,7 +240,10 @@ class TransferTask(PushToHubMixin, ABC):
             cached = None
             if stage.uses_feature_cache:
                 cached = features if features is not None else self.cached_stage(stage, data, cfg, run_dir)
-            prefix = None if cached is not None else prefix_stage(self.encoder, stage, data, cfg, run_dir)
+            if cached is not None:  # epochs of a known number of feature rows; max_steps counts steps on the data
+                cfg = cfg.replace(max_steps=None)
+            # a stream is read once per pass: its frozen-prefix outputs are not kept (the probe's shards are)
+            prefix = None if cached is not None or is_stream(data.train) else prefix_stage(self.encoder, stage, data, cfg, run_dir)
             cached, prefix = prefix if prefix is not None else (cached, None)
             trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,
                               evaluate=self.eval_fn() if data.eval is not None else None,

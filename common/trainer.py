@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from .resume import (
     step_dirs,
 )
 from .sampling import EpochSampler, LengthGroupedSampler
+from .streams import StreamPass, StreamReader, is_stream
 
 log = logging.getLogger(__name__)
 
@@ -331,23 +333,42 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def _loaders(self, train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths):
         cfg, acc = self.config, self.accelerator
+        eval_collate_fn = eval_collate_fn or collate_fn
+        if is_stream(train_dataset):
+            # Read in this process, batch by batch, without reading ahead: the position a step checkpoint
+            # saves is exactly the one after the last trained batch.
+            if cfg.num_workers:
+                log.info("a stream is read in the training process: num_workers=%d is not used", cfg.num_workers)
+            train_loader = StreamReader(train_dataset, cfg.batch_size, collate_fn, cfg.seed, cfg.shuffle_buffer)
+            sampler = None
+        else:
+            sampler, train_loader = self._map_loader(train_dataset, collate_fn, lengths)
+        if is_stream(eval_dataset):
+            eval_loader = StreamPass(StreamReader(eval_dataset, cfg.effective_eval_batch_size,
+                                                   eval_collate_fn), acc.device)
+        elif eval_dataset is not None:
+            workers = _default_workers(cfg.num_workers)
+            eval_loader = DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
+                                     collate_fn=eval_collate_fn, num_workers=workers,
+                                     pin_memory=acc.device.type == "cuda", persistent_workers=workers > 0)
+        else:
+            eval_loader = None
+        return sampler, train_loader, eval_loader
+
+    def _map_loader(self, train_dataset, collate_fn, lengths):
+        cfg, acc = self.config, self.accelerator
         if cfg.group_by_length and lengths is not None:
             sampler = LengthGroupedSampler(lengths, cfg.batch_size, cfg.seed)
         else:
             sampler = EpochSampler(len(train_dataset), cfg.seed)
         workers = _default_workers(cfg.num_workers)
-        eval_collate_fn = eval_collate_fn or collate_fn
         if workers == 0:
             # Loading in this process draws from the same generators as dropout: the tap records their
             # state before each fetch, so that a mid-epoch resume fetches the next batch exactly again.
             self._tap = RngTap()
             train_dataset, collate_fn = TappedDataset(train_dataset, self._tap), TappedCollate(collate_fn, self._tap)
         loader_kw = {"num_workers": workers, "pin_memory": acc.device.type == "cuda", "persistent_workers": workers > 0}
-        train_loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
-        eval_loader = (DataLoader(eval_dataset, batch_size=cfg.effective_eval_batch_size, shuffle=False,
-                                  collate_fn=eval_collate_fn, **loader_kw)
-                       if eval_dataset is not None else None)
-        return sampler, train_loader, eval_loader
+        return sampler, DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, **loader_kw)
 
     def fit(
         self,
@@ -358,13 +379,24 @@ class Trainer:
         eval_collate_fn: Callable | None = None,
         lengths: Sequence[int] | None = None,
     ) -> TrainResult:
-        """Train for ``config.epochs`` epochs (or until early stopping) and keep the best weights.
+        """Train for ``config.epochs`` epochs (or ``config.max_steps`` steps, or until early stopping) and
+        keep the best weights.
 
+        ``train_dataset`` and ``eval_dataset`` may be streams (iterables without a length, such as a
+        ``datasets.IterableDataset``): a stream trains for ``config.max_steps`` steps, in passes (an epoch
+        row, evaluation and checkpoint per pass and at the last step), shuffled through a seeded buffer of
+        ``config.shuffle_buffer`` examples; see :mod:`transferkit.common.streams`.
         ``eval_collate_fn`` (default ``collate_fn``) prepares evaluation batches, without augmentation.
         ``lengths`` (one per example) enables length-grouped batches when ``config.group_by_length``.
         """
         cfg = self.config
-        if len(train_dataset) == 0:
+        stream = is_stream(train_dataset)
+        if stream and cfg.max_steps is None:
+            raise ValueError("the training data is a stream (no length), so the number of epochs cannot be counted: "
+                             "set TrainConfig.max_steps (fit(..., max_steps=N)) to the optimizer steps to train")
+        if stream and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("a stream trains in one process: launch without several processes, or pass a map-style set")
+        if not stream and len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
         channels_last = use_channels_last(self.model, cfg.channels_last)
@@ -383,13 +415,23 @@ class Trainer:
 
         sampler, train_loader, eval_loader = self._loaders(train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths)
         optimizer = self.optimizer_factory(self.param_groups, cfg)
-        steps_per_epoch = math.ceil(math.ceil(len(train_dataset) / cfg.batch_size / acc.num_processes) / cfg.grad_accum_steps)
-        scheduler = self.scheduler_factory(optimizer, steps_per_epoch * cfg.epochs, cfg)
+        if stream:
+            epochs: Any = itertools.count(1)  # passes until max_steps
+            total_steps = cfg.max_steps
+        else:
+            steps_per_epoch = math.ceil(math.ceil(len(train_dataset) / cfg.batch_size / acc.num_processes) / cfg.grad_accum_steps)
+            n_epochs = math.ceil(cfg.max_steps / steps_per_epoch) if cfg.max_steps else cfg.epochs
+            epochs = range(1, n_epochs + 1)
+            total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+        scheduler = self.scheduler_factory(optimizer, total_steps, cfg)
         # The schedule is stepped here, once per optimizer step: Accelerate's wrapper would step it once
         # per process, which makes N processes run through it N times faster than one.
-        model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
+        if stream:  # the reader stays ours: it knows its position in the stream
+            model, optimizer = acc.prepare(self.model, optimizer)
+        else:
+            model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
         acc.register_for_checkpointing(scheduler)
-        if eval_loader is not None:
+        if eval_loader is not None and not isinstance(eval_loader, StreamPass):
             eval_loader = acc.prepare(eval_loader)
         self.model = model
         # An evaluate function with no eval data scores the model its own way (ranking against a
@@ -402,14 +444,17 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in state["history"])
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if self._patience_spent(state):
+        for epoch in epochs:
+            if epoch <= state["epoch"]:
+                continue
+            if self._patience_spent(state) or self._steps_spent(state):
                 break
             # Accelerate's loader counts its own iterations and passes them to the sampler; a resumed
             # run must continue that count, or it would replay epoch 1's order.
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
-            sampler.set_epoch(epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             row = self._train_epoch(model, optimizer, scheduler, train_loader, epoch, state)
             state["progress"] = None
             if evaluates:
@@ -442,6 +487,9 @@ class Trainer:
                            skipped_steps=state["skipped"], stopped_early=self._patience_spent(state), steps=state["global_step"],
                            seconds=time.perf_counter() - start, output_dir=str(self.out))
 
+    def _steps_spent(self, state: dict) -> bool:
+        return bool(self.config.max_steps) and state["global_step"] >= self.config.max_steps
+
     def _patience_spent(self, state: dict) -> bool:
         patience = self.config.early_stopping_patience
         return bool(patience) and state["bad_epochs"] >= patience
@@ -456,8 +504,16 @@ class Trainer:
         # A run resumed from a step checkpoint continues the epoch: the batches already trained are
         # skipped without loading them, and the epoch's running sums carry on.
         progress = state["progress"] or {"batches": 0, "loss_sum": 0.0, "n_steps": 0, "seen": 0, "seconds": 0.0}
-        done, total = progress["batches"], len(loader)
-        if done:
+        done = progress["batches"]
+        reader = loader if isinstance(loader, StreamReader) else None
+        if reader is not None:
+            # A stream skips nothing here: the reader continues from the position the checkpoint saved.
+            if done:
+                reader.resume_at(progress["stream"])
+            loader, total = StreamPass(reader, acc.device, epoch), None
+        else:
+            total = len(loader)
+        if done and reader is None:
             from accelerate import skip_first_batches
 
             loader = skip_first_batches(loader, done) if done < total else []
@@ -466,11 +522,13 @@ class Trainer:
         # With loader workers, the main process's generators drive only the model, but a loader drawn
         # anew in a resumed process (Accelerate's skipping loader, or the first epoch's) takes a seed
         # from them that the uninterrupted run drew once, at its start: put them back after it.
-        pending_rng = rng_state() if self._tap is None and self._resumed else None
+        pending_rng = rng_state() if self._tap is None and self._resumed and reader is None else None
         self._resume_rng = None
         t0 = time.perf_counter() - progress["seconds"]
         loss_sum, n_steps, seen = progress["loss_sum"], progress["n_steps"], progress["seen"]
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or not acc.is_local_main_process,
+        desc = f"pass {epoch}, step {state['global_step']}/{cfg.max_steps}" if reader is not None else f"epoch {epoch}/{cfg.epochs}"
+        started_at = done
+        bar = tqdm(loader, desc=desc, disable=not cfg.progress or not acc.is_local_main_process,
                    leave=False, dynamic_ncols=True, initial=done, total=total)
         for batch in bar:
             if pending_rng is not None:
@@ -510,7 +568,15 @@ class Trainer:
             if cfg.save_steps and state["global_step"] % cfg.save_steps == 0:
                 state["progress"] = {"batches": done, "loss_sum": loss_sum, "n_steps": n_steps, "seen": seen,
                                      "seconds": time.perf_counter() - t0}
+                if reader is not None:
+                    state["progress"]["stream"] = reader.position()
                 self._save_step_checkpoint(state)
+            if self._steps_spent(state):
+                break
+        if reader is not None and done == started_at == 0:
+            raise ValueError(f"pass {epoch} of the training stream yielded no example: an empty stream, or a one-shot "
+                             "iterator (a generator) already read; pass a source that can be read again "
+                             "(a datasets.IterableDataset, a list)")
         seconds = time.perf_counter() - t0
         if acc.num_processes > 1:  # every process's batches: the same row on every process
             sums = torch.tensor([loss_sum, n_steps, seen], dtype=torch.float64, device=acc.device)

@@ -11,6 +11,7 @@ import torch
 
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
+from transferkit.common.streams import is_stream
 
 from .data import ImageSet, as_image_set, decoded_images, decoded_pixels, load_image
 from .modality import ImageModality, input_sizes
@@ -136,6 +137,16 @@ def _collate(mixer: Any = None):
     return collate
 
 
+def _stream_collate(mixer: Any = None):
+    """Rows ``{"example": pixel tensor, "labels"}`` of a stream -> a batch (mixed by ``mixer``)."""
+    collate = _collate(mixer)
+
+    def rename(rows: list[dict]) -> dict:
+        return collate([{"pixel_values": r["example"], "labels": r["labels"]} for r in rows])
+
+    return rename
+
+
 class ImageClassifier(TransferClassifier):
     """Image classification by transfer from a pretrained encoder.
 
@@ -183,6 +194,11 @@ class ImageClassifier(TransferClassifier):
     def training_data(self, train: Any, eval: Any, config: TrainConfig, *, augment: AugmentConfig | None = None,
                       decode_cache: bool | str | os.PathLike = True) -> TrainingData:
         augment = augment or AugmentConfig()
+        if is_stream(train) or is_stream(eval):
+            # Decoded and augmented as each image passes (the decode cache needs a set it can index).
+            train_tf = train_transform(self.encoder.processor, augment)
+            return self.stream_data(train, eval, config, prepare=lambda item: train_tf(load_image(item)),
+                                    collate=_stream_collate(batch_mixer(augment, len(self.labels))))
         train_set, eval_set = as_image_set(train), as_image_set(eval) if eval is not None else None
         self.check_labels(train_set.targets or [], "the training data")
         if eval_set is not None:
