@@ -52,7 +52,7 @@ def audit_split(modality: Modality, source: LabelledSource, cache: FeatureCache,
                                                             for x in items.items]), modality.fingerprint())
         feats, _ = cache.get_or_compute(encoder, items, collate_fn=labelled_collate(modality), key_parts=key,
                                         batch_size=batch_size, progress=progress)
-        back = np.argsort(np.argsort(np.asarray(order)))  # rows in ``order`` -> rows in ``usable`` order
+        back = np.argsort(np.asarray(order))  # row k of feats is item order[k]: back[p] is the row of usable[p]
         features = feats.numpy()[back]
     sources = [str(x) if isinstance(x, (str, os.PathLike)) else f"<{modality.noun or modality.kind} {i}>" for i, x in enumerate(source.items)]
     return AuditSplit(sources, source.targets, features, usable, hashes, problems, files=source.files,
