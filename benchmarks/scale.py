@@ -4,8 +4,10 @@ and recommendation at 10M generated events (warm start and fold-in against retra
 Every measurement runs in its own process (``scale_jobs.py``): peak memory (VmRSS and RssAnon, the private
 part), bytes written, seconds per epoch of fit's loader (shuffled batches through fit's collate, no model:
 the data path alone, the part that grows with the data set). Offline; the data is generated here.
-Writes ``benchmarks/results/scale.md``.
-    python benchmarks/scale.py [--images 10000 100000] [--clips 20000] [--events 10000000] --threads 1   # ~15 min
+The images are also read as a streaming ``datasets`` imagefolder through fit's stream data path.
+Writes ``benchmarks/results/scale.md``; ``--only`` runs some parts and writes ``scale_<parts>.md``.
+    python benchmarks/scale.py [--images 10000 100000] [--clips 20000] [--events 10000000] --threads 1   # ~40 min
+    python benchmarks/scale.py --only stream --threads 1   # the streaming rows alone
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def main() -> None:
     p.add_argument("--images", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--clips", type=int, default=20_000)
     p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="parts to run (default all): images (cache on/off/budget), stream (the same images as a "
+                        "streaming datasets imagefolder), clips, recsys")
     p.add_argument("--work", help="folder for the generated data and caches (default: a temporary one, removed)")
     args = p.parse_args()
     if args.smoke:
@@ -49,14 +54,30 @@ def main() -> None:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     lines = report(args, rows, load_before, f"{threads} (--threads)", time.perf_counter() - t_start)
-    benchinfo.write_results(args.results_dir, "scale", args.smoke, lines)
-    img = rows["images"]
-    big, small = max(args.images), min(args.images)
-    slope = (img[(big, "on")]["peak_anon"] - img[(small, "on")]["peak_anon"]) / (big - small)
-    print(f"RESULT scale anon_slope_bytes_per_image={slope:.0f} "
-          f"peak_anon_mb_{big}={img[(big, 'on')]['peak_anon'] / MB:.0f} "
-          f"cache_within_budget={img[(big, 'budget')]['cache_bytes'] <= img[(big, 'budget')]['budget_bytes']} "
-          f"warm_start_s={rows['recsys']['warm_start']['seconds']:.4f} retrain_s={rows['recsys']['retrain']['seconds']:.4f}")
+    name = "scale" if set(args.only) == set(PARTS) else "scale_" + "_".join(p for p in PARTS if p in args.only)
+    benchinfo.write_results(args.results_dir, name, args.smoke, lines)
+    print(f"RESULT {name} " + " ".join(result_values(args, rows)))
+
+
+PARTS = ("images", "stream", "clips", "recsys")
+
+
+def result_values(args, rows: dict) -> list[str]:
+    img, big, small = rows["images"], max(args.images), min(args.images)
+    out = []
+    if "images" in args.only:
+        slope = (img[(big, "on")]["peak_anon"] - img[(small, "on")]["peak_anon"]) / (big - small)
+        out += [f"anon_slope_bytes_per_image={slope:.0f}", f"peak_anon_mb_{big}={img[(big, 'on')]['peak_anon'] / MB:.0f}",
+                f"cache_within_budget={img[(big, 'budget')]['cache_bytes'] <= img[(big, 'budget')]['budget_bytes']}"]
+    if "stream" in args.only:
+        st = rows["stream"]
+        out += [f"stream_anon_slope_bytes_per_image={(st[big]['peak_anon'] - st[small]['peak_anon']) / (big - small):.0f}",
+                f"stream_peak_anon_mb_{big}={st[big]['peak_anon'] / MB:.0f}",
+                f"stream_examples_{big}={st[big]['examples']}", f"stream_pass_s_{big}={st[big]['epoch_s'][0]:.2f}"]
+    if "recsys" in args.only:
+        out += [f"warm_start_s={rows['recsys']['warm_start']['seconds']:.4f}",
+                f"retrain_s={rows['recsys']['retrain']['seconds']:.4f}"]
+    return out
 
 
 IN_PROCESS = False  # --smoke: jobs run in this process (no interpreter start per job; peaks are not per job)
@@ -84,10 +105,14 @@ def job(spec: dict, work: Path) -> dict:
 
 def run(args, work: Path, threads: int) -> dict:
     encoders = make_encoders(work)
-    rows: dict = {"images": {}, "clips": {}, "recsys": {}}
-    for n in args.images:
+    rows: dict = {"images": {}, "stream": {}, "clips": {}, "recsys": {}}
+    for n in args.images if {"images", "stream"} & set(args.only) else ():
         root = write_jpegs(work / f"jpegs-{n}", n)
-        for mode in ("on", "off", "budget"):
+        if "stream" in args.only:
+            # One pass: every pass decodes every file, as the cache-off rows.
+            rows["stream"][n] = job({"kind": "stream", "root": str(root), "encoder": encoders["image"], "epochs": 1,
+                                     "threads": threads}, work)
+        for mode in ("on", "off", "budget") if "images" in args.only else ():
             cache = str(work / f"cache-img-{n}-{mode}") if mode != "off" else None
             # "budget": a third of what the "on" run stored: the training rows do not fit, so they are decoded per file.
             budget = int(rows["images"][(n, "on")]["cache_bytes"] / 3) if mode == "budget" else None
@@ -97,15 +122,16 @@ def run(args, work: Path, threads: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
         for mode in ("on", "budget"):
             shutil.rmtree(work / f"cache-img-{n}-{mode}", ignore_errors=True)
-    root = write_clips(work / "clips", args.clips)
-    for mode in ("on", "off"):
-        cache = str(work / f"cache-clips-{mode}") if mode == "on" else None
-        rows["clips"][mode] = job({"kind": "clips", "root": str(root), "encoder": encoders["audio"], "cache": cache,
-                                   "epochs": 2, "threads": threads}, work)
-    shutil.rmtree(root, ignore_errors=True)
+    if "clips" in args.only:
+        root = write_clips(work / "clips", args.clips)
+        for mode in ("on", "off"):
+            cache = str(work / f"cache-clips-{mode}") if mode == "on" else None
+            rows["clips"][mode] = job({"kind": "clips", "root": str(root), "encoder": encoders["audio"], "cache": cache,
+                                       "epochs": 2, "threads": threads}, work)
+        shutil.rmtree(root, ignore_errors=True)
     base = {"kind": "recsys", "events": args.events, "tables": str(work / "tables-old"), "threads": threads,
             "iterations": 10, "warm_iterations": 2}
-    for step in ("pretrain_old", "retrain", "warm_start", "fold_in", "popularity"):
+    for step in ("pretrain_old", "retrain", "warm_start", "fold_in", "popularity") if "recsys" in args.only else ():
         rows["recsys"][step] = job(base | {"step": step}, work)
     return rows
 
@@ -185,30 +211,78 @@ def _second(row: dict) -> str:
 
 
 def report(args, rows: dict, load_before: str, threads: str, total: float) -> list[str]:
-    img, clips, rec = rows["images"], rows["clips"], rows["recsys"]
+    img, stream, clips, rec = rows["images"], rows["stream"], rows["clips"], rows["recsys"]
     small, big = min(args.images), max(args.images)
 
     def mb(x: float) -> str:
         return f"{x / MB:,.0f}"
 
-    def slope(mode: str, key: str) -> float:
-        return (img[(big, mode)][key] - img[(small, mode)][key]) / (big - small)
+    def slope(part: dict, key: str, mode: str | None = None) -> float:
+        at = (lambda n: part[(n, mode)]) if mode else (lambda n: part[n])
+        return (at(big)[key] - at(small)[key]) / (big - small)
 
-    image_rows = [f"| {n:,} | {mode} | {mb(r['peak_anon'])} | {mb(r['peak_rss'])} | {mb(r['cache_bytes'])} | "
-                  f"{'-' if r['budget_bytes'] is None else mb(r['budget_bytes'])} | {mb(r['written'])} | "
-                  f"{r['list_and_check_s']:.1f} | {r['epoch_s'][0]:.1f} | {_second(r)} |"
-                  for (n, mode), r in img.items()]
+    def image_row(n: int, mode: str, r: dict) -> str:
+        return (f"| {n:,} | {mode} | {mb(r['peak_anon'])} | {mb(r['peak_rss'])} | {mb(r['cache_bytes'])} | "
+                f"{'-' if r.get('budget_bytes') is None else mb(r['budget_bytes'])} | {mb(r['written'])} | "
+                f"{r['list_and_check_s']:.1f} | {r['epoch_s'][0]:.1f} | {_second(r)} |")
+
+    image_rows = [image_row(n, mode, r) for (n, mode), r in img.items()]
+    image_rows += [image_row(n, "stream (imagefolder)", r) for n, r in stream.items()]
     clip_rows = [f"| {args.clips:,} | {mode} | {mb(r['peak_anon'])} | {mb(r['peak_rss'])} | {mb(r['cache_bytes'])} | "
                  f"{mb(r['written'])} | {r['list_and_check_s']:.1f} | {r['epoch_s'][0]:.1f} | {r['epoch_s'][1]:.1f} |"
                  for mode, r in clips.items()]
     names = {"retrain": "retrain on old + new (ALS, 10 iterations)", "warm_start": "warm start on the new period "
              "(2 iterations)", "fold_in": "fold in the held-out users (no training)", "popularity": "popularity (reference)"}
     rec_rows = [f"| {names[s]} | {rec[s]['events']:,} | {rec[s]['seconds']:.1f} | {mb(rec[s]['peak_anon'])} | "
-                f"{rec[s]['recall_at_10']:.3f} |" for s in names]
+                f"{rec[s]['recall_at_10']:.3f} |" for s in names if rec]
+    slopes = []
+    if img:
+        slopes.append(f"Slope of peak private memory from {small:,} to {big:,} images: {slope(img, 'peak_anon', 'on'):,.0f} "
+                      f"bytes per image with the cache, {slope(img, 'peak_anon', 'off'):,.0f} without (the file list, labels "
+                      "and loader indices grow with the data set; decoded pixels do not stay in private memory). *budget*: "
+                      "`TRANSFERKIT_CACHE_BUDGET` set to a third of what the cached run stored: the training images do not "
+                      "fit, so they are decoded from their files every epoch (one warning) and the cache stays within its "
+                      "budget.")
+    if stream:
+        slopes.append(f"*stream (imagefolder)*: the same files read as `load_dataset(\"imagefolder\", data_dir=..., "
+                      "streaming=True)[\"train\"]` through fit's stream data path (`StreamReader`, batch 256, fit's "
+                      "default shuffle buffer of 1000 examples, each image decoded and augmented as it passes, no model); "
+                      "*list + check* is `load_dataset` listing the files (a stream checks nothing ahead). One pass: "
+                      f"every pass decodes every file. Slope of peak private memory from {small:,} to {big:,} images: "
+                      f"{slope(stream, 'peak_anon'):,.0f} bytes per image.")
+    sections = [["## Images (generated JPEGs, 24-40 px; 16-px tiny ViT processor; MB = 10^6 bytes)", "",
+                 "| images | decode cache | anon MB | RSS MB | cache MB | budget MB | written MB | list + check s | "
+                 "epoch 1 s | epoch 2 s |", "|---|---|---|---|---|---|---|---|---|---|", *image_rows,
+                 *(x for t in slopes for x in ("", t)), ""] if image_rows else []]
+    sections.append([
+        "## Clips (generated 1-s 8 kHz WAV, 10 tones; tiny wav2vec2 at 8 kHz)",
+        "",
+        "| clips | decode cache | anon MB | RSS MB | cache MB | written MB | list + check s | epoch 1 s | epoch 2 s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *clip_rows,
+        "",
+        "An `AudioDataset` holds its clips: in private memory without the cache, memory-mapped from the cache file "
+        "with it (after a build that holds them once in memory). Training clips are cropped to 20 s by default.",
+        "",
+    ] if clips else [])
+    sections.append([
+        f"## Recommendation ({args.events:,} generated events: old period 90%, new period 10% with new users)",
+        "",
+        f"ALS, 32 factors, {threads} thread(s). Pretraining the old period took {rec['pretrain_old']['seconds']:.1f} s "
+        f"(peak private memory {mb(rec['pretrain_old']['peak_anon'])} MB). Quality: recall@10 on the last new-period "
+        f"event of {rec['retrain']['test_users']:,} new users (held out of every model's training data; their earlier "
+        "new-period events are the history a model folds them in from; seen items not filtered).",
+        "",
+        "| model | events trained on | seconds | peak anon MB | recall@10 |",
+        "|---|---|---|---|---|",
+        *rec_rows,
+        "",
+    ] if rec else [])
     return [
         "# Scale: fit's data path at 10K and 100K images, 20K clips; recommendation at 10M events",
         "",
         *(["**SMOKE RUN** (tiny sizes; not a result)", ""] if args.smoke else []),
+        *([f"Parts run: {', '.join(args.only)} (`--only`)", ""] if set(args.only) != set(PARTS) else []),
         *benchinfo.machine_lines(load_before, benchinfo.load_average(), "fp32 (no model step is measured)", threads),
         f"- Total wall time: {total:.0f} s",
         "",
@@ -221,37 +295,7 @@ def report(args, rows: dict, load_before: str, threads: str, total: float) -> li
         "listing the folder and decoding every file once to drop unreadable ones (ImageSet.from_folder; for clips the "
         "decode, resampling check and, when on, the cache build happen here).",
         "",
-        "## Images (generated JPEGs, 24-40 px; 16-px tiny ViT processor; MB = 10^6 bytes)",
-        "",
-        "| images | decode cache | anon MB | RSS MB | cache MB | budget MB | written MB | list + check s | epoch 1 s | epoch 2 s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *image_rows,
-        "",
-        f"Slope of peak private memory from {small:,} to {big:,} images: {slope('on', 'peak_anon'):,.0f} bytes per image "
-        f"with the cache, {slope('off', 'peak_anon'):,.0f} without (the file list, labels and loader indices grow with "
-        f"the data set; decoded pixels do not stay in private memory). *budget*: `TRANSFERKIT_CACHE_BUDGET` set to a "
-        "third of what the cached run stored: the training images do not fit, so they are decoded from their files "
-        "every epoch (one warning) and the cache stays within its budget.",
-        "",
-        "## Clips (generated 1-s 8 kHz WAV, 10 tones; tiny wav2vec2 at 8 kHz)",
-        "",
-        "| clips | decode cache | anon MB | RSS MB | cache MB | written MB | list + check s | epoch 1 s | epoch 2 s |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *clip_rows,
-        "",
-        "An `AudioDataset` holds its clips: in private memory without the cache, memory-mapped from the cache file "
-        "with it (after a build that holds them once in memory). Training clips are cropped to 20 s by default.",
-        "",
-        f"## Recommendation ({args.events:,} generated events: old period 90%, new period 10% with new users)",
-        "",
-        f"ALS, 32 factors, {threads} thread(s). Pretraining the old period took {rec['pretrain_old']['seconds']:.1f} s "
-        f"(peak private memory {mb(rec['pretrain_old']['peak_anon'])} MB). Quality: recall@10 on the last new-period "
-        f"event of {rec['retrain']['test_users']:,} new users (held out of every model's training data; their earlier "
-        "new-period events are the history a model folds them in from; seen items not filtered).",
-        "",
-        "| model | events trained on | seconds | peak anon MB | recall@10 |",
-        "|---|---|---|---|---|",
-        *rec_rows,
+        *(x for sec in sections for x in sec),
         "",
     ]
 

@@ -87,6 +87,41 @@ def images(job: dict) -> dict:
     return {"list_and_check_s": listed, "epoch_s": seconds, "examples": len(train)}
 
 
+def stream(job: dict) -> dict:
+    """The same JPEG folder read as a streaming ``datasets`` imagefolder through fit's stream data path: each
+    image decoded and augmented as it passes (``StreamReader``: batch 256, fit's default shuffle buffer of
+    1000, fit's stream collate), no model. *list + check* is ``load_dataset``'s listing of the files (a stream
+    checks nothing ahead: an unreadable file is skipped, counted and logged as it passes)."""
+    import datasets
+
+    from transferkit.common import TrainConfig
+    from transferkit.common.streams import StreamReader
+    from transferkit.vision import ImageClassifier
+
+    datasets.disable_progress_bars()
+    config = TrainConfig(seed=0, progress=False)
+    clf = ImageClassifier.from_pretrained(job["encoder"], labels=[f"c{k}" for k in range(10)], strategy="finetune")
+    t0 = time.perf_counter()
+    train = datasets.load_dataset("imagefolder", data_dir=job["root"], streaming=True)["train"]
+    listed = time.perf_counter() - t0
+    data = clf.training_data(train, None, config)
+    reader = StreamReader(data.train, 256, data.collate, config.seed, config.shuffle_buffer)
+    seconds, examples = [], 0
+    for epoch in range(1, job["epochs"] + 1):
+        t0, examples = time.perf_counter(), 0
+        for batch in reader.batches(epoch):
+            assert torch_finite(batch["pixel_values"])
+            examples += len(batch["labels"])
+        seconds.append(time.perf_counter() - t0)
+    return {"list_and_check_s": listed, "epoch_s": seconds, "examples": examples, "skipped": data.train.skipped}
+
+
+def torch_finite(x) -> bool:
+    import torch
+
+    return bool(torch.isfinite(x).all())
+
+
 def clips(job: dict) -> dict:
     from transferkit.audio import AudioClassifier, AudioDataset
     from transferkit.common import TrainConfig
@@ -173,7 +208,7 @@ def run_job(job: dict) -> dict:
     else:
         os.environ.pop("TRANSFERKIT_CACHE_BUDGET", None)
     meter, before = PeakMemory(), written_bytes()
-    out = {"images": images, "clips": clips, "recsys": recsys}[job["kind"]](job)
+    out = {"images": images, "stream": stream, "clips": clips, "recsys": recsys}[job["kind"]](job)
     return out | meter.stop() | {"written": written_bytes() - before, "cache_bytes": folder_bytes(job.get("cache"))}
 
 
