@@ -399,7 +399,8 @@ def _audio_name(value: Any, i: int) -> str:
 
 def as_audio_dataset(data: Any, sampling_rate: int = 16_000, **kwargs: Any) -> AudioDataset:
     """Accept any supported source: an :class:`AudioDataset`, a folder, a CSV/TSV manifest,
-    a ``datasets.Dataset``, or a pair ``(arrays, targets)`` of clips already at ``sampling_rate``."""
+    a ``datasets.Dataset``, a pair ``(paths, targets)``, or a pair ``(arrays, targets)`` of clips already at
+    ``sampling_rate``."""
     if isinstance(data, AudioDataset):
         if data.sampling_rate != sampling_rate:
             return AudioDataset.from_arrays(data.waveforms, data.targets, sampling_rate=data.sampling_rate,
@@ -415,8 +416,9 @@ def as_audio_dataset(data: Any, sampling_rate: int = 16_000, **kwargs: Any) -> A
     if hasattr(data, "column_names") and hasattr(data, "features"):
         return AudioDataset.from_hf(data, target_rate=sampling_rate, **kwargs)
     if isinstance(data, tuple) and len(data) == 2:
-        arrays, targets = data
-        return AudioDataset.from_arrays(list(arrays), list(targets), sampling_rate=sampling_rate,
-                                        target_rate=sampling_rate, **kwargs)
+        clips, targets = list(data[0]), list(data[1])
+        if clips and all(isinstance(c, (str, os.PathLike)) for c in clips):  # (paths, targets)
+            return AudioDataset.from_files(clips, targets, target_rate=sampling_rate, **kwargs)
+        return AudioDataset.from_arrays(clips, targets, sampling_rate=sampling_rate, target_rate=sampling_rate, **kwargs)
     raise TypeError(f"cannot read audio data from {type(data).__name__}; pass a folder, a manifest, "
-                    "a datasets.Dataset, an AudioDataset or (arrays, targets)")
+                    "a datasets.Dataset, an AudioDataset, (paths, targets) or (arrays, targets)")

@@ -329,7 +329,10 @@ class WhisperRecognizer(TransferTask):
     def generate_ids(self, model: nn.Module, input_features: torch.Tensor) -> torch.Tensor:
         """Token ids decoded with the generation config the export saves (prompt, caps, beams)."""
         model = _unwrap(model)
-        return model.generate(input_features=input_features, generation_config=model.generation_config)
+        # quiet: transformers warns on every call that the pad token doubles as end token (no attention mask is
+        # needed: every clip fills the window) and that max_new_tokens overrides a default max_length
+        with quiet_transformers():
+            return model.generate(input_features=input_features, generation_config=model.generation_config)
 
     def _decode(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
