@@ -292,40 +292,35 @@ class SpeechRecognizer(TransferTask):
             ev.add(*self._decode_batch(self.model, {k: v.to(device) for k, v in batch.items()}))
         return {**ev.result(), "examples": len(ds), "skipped": self.skip_report.n_skipped}
 
-    # -- export -------------------------------------------------------------------------------
-    def export(self, folder: Path) -> dict[str, Any]:
-        """The model, vocabulary and feature extractor: ``pipeline("automatic-speech-recognition")`` loads the folder."""
+    # -- persistence -------------------------------------------------------------------------
+    def save_files(self, folder: Path, kind: str) -> dict[str, Any]:
+        """Export: the model, vocabulary and feature extractor (``pipeline("automatic-speech-recognition")``
+        loads the folder). Run folder: the processor (its vocabulary) and the CTC settings."""
+        ctc = {"ctc_config": dataclasses.asdict(self.ctc_config)}
+        if kind == "run":
+            self.processor.save_pretrained(folder / "processor")
+            return {"vocab": self.tokenizer.get_vocab(), **ctc}
         with quiet_transformers():
             self.model.save_pretrained(folder, safe_serialization=True)
         self.processor.save_pretrained(folder)  # vocab.json travels with the weights, never apart
-        return {"ctc_config": dataclasses.asdict(self.ctc_config)}
-
-    def card_data(self) -> dict[str, Any]:
-        return {k: v for k, v in self.train_info.items() if k.endswith(("examples", "size"))} | {
-            "sampling rate": f"{self.sampling_rate} Hz"}
+        return ctc
 
     @classmethod
-    def restore(cls, folder: Path, info: dict[str, Any]) -> SpeechRecognizer:
+    def load_files(cls, folder: Path, info: dict[str, Any], kind: str) -> SpeechRecognizer:
         from transformers import AutoModelForCTC, Wav2Vec2Processor
 
+        if kind == "run":
+            processor = Wav2Vec2Processor.from_pretrained(folder / "processor")
+            return cls.from_pretrained(info["base_model"], processor=processor, strategy=info["strategy"],
+                                       config=CTCConfig(**info["ctc_config"]))
         ctc = CTCConfig(**info["ctc_config"]) if "ctc_config" in info else None
         return cls(AutoModelForCTC.from_pretrained(folder), Wav2Vec2Processor.from_pretrained(folder),
                    info.get("strategy", "finetune"), freeze_feature_encoder=info.get("feature_encoder_frozen", True),
                    spec=info.get("base_model"), ctc_config=ctc)
 
-    def run_meta(self) -> dict[str, Any]:
-        return {"vocab": self.tokenizer.get_vocab(), "ctc_config": dataclasses.asdict(self.ctc_config)}
-
-    def write_run_assets(self, run_dir: Path) -> None:
-        self.processor.save_pretrained(run_dir / "processor")
-
-    @classmethod
-    def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> SpeechRecognizer:
-        from transformers import Wav2Vec2Processor
-
-        processor = Wav2Vec2Processor.from_pretrained(run_dir / "processor")
-        return cls.from_pretrained(meta["base_model"], processor=processor, strategy=meta["strategy"],
-                                   config=CTCConfig(**meta["ctc_config"]))
+    def card_data(self) -> dict[str, Any]:
+        return {k: v for k, v in self.train_info.items() if k.endswith(("examples", "size"))} | {
+            "sampling rate": f"{self.sampling_rate} Hz"}
 
 
 def _feature_extractor(spec: str) -> Any:

@@ -388,33 +388,31 @@ class WhisperRecognizer(TransferTask):
         metrics = self.evaluate_batches(self.model, ({k: v.to(device) for k, v in b.items()} for b in loader))
         return {**metrics, "examples": len(ds), "skipped": self.skip_report.n_skipped}
 
-    # -- export -----------------------------------------------------------------------------------------
-    def export(self, folder: Path) -> dict[str, Any]:
-        """Model, generation config (prompt, caps) and processor: ``pipeline("automatic-speech-recognition")``
-        loads the folder and decodes as :meth:`predict` does."""
-        with quiet_transformers():
-            self.model.save_pretrained(folder, safe_serialization=True)
-        self.processor.save_pretrained(folder)
-        return {"whisper_config": dataclasses.asdict(self.asr_config)}
-
-    def card_data(self) -> dict[str, Any]:
-        return {k: v for k, v in self.train_info.items() if k.endswith("examples")} | {
-            "language": self.asr_config.language or "en (English-only model)", "normalizer": self.asr_config.normalizer}
+    # -- persistence ----------------------------------------------------------------------------------
+    def save_files(self, folder: Path, kind: str) -> dict[str, Any]:
+        """Export: model, generation config (prompt, caps) and processor (``pipeline("automatic-speech-recognition")``
+        loads the folder and decodes as :meth:`predict` does). Run folder: the Whisper settings."""
+        facts = {"whisper_config": dataclasses.asdict(self.asr_config)}
+        if kind == "export":
+            with quiet_transformers():
+                self.model.save_pretrained(folder, safe_serialization=True)
+            self.processor.save_pretrained(folder)
+        return facts
 
     @classmethod
-    def restore(cls, folder: Path, info: dict[str, Any]) -> WhisperRecognizer:
+    def load_files(cls, folder: Path, info: dict[str, Any], kind: str) -> WhisperRecognizer:
+        if kind == "run":
+            return cls.from_pretrained(info["base_model"], strategy=info["strategy"],
+                                       config=WhisperConfig(**info["whisper_config"]))
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         config = WhisperConfig(**info["whisper_config"]) if "whisper_config" in info else None
         return cls(WhisperForConditionalGeneration.from_pretrained(folder), WhisperProcessor.from_pretrained(folder),
                    info.get("strategy", "finetune"), spec=info.get("base_model"), config=config)
 
-    def run_meta(self) -> dict[str, Any]:
-        return {"whisper_config": dataclasses.asdict(self.asr_config)}
-
-    @classmethod
-    def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> WhisperRecognizer:
-        return cls.from_pretrained(meta["base_model"], strategy=meta["strategy"], config=WhisperConfig(**meta["whisper_config"]))
+    def card_data(self) -> dict[str, Any]:
+        return {k: v for k, v in self.train_info.items() if k.endswith("examples")} | {
+            "language": self.asr_config.language or "en (English-only model)", "normalizer": self.asr_config.normalizer}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -276,23 +276,6 @@ class TransferClassifier(TransferTask):
         ``head_lr`` and the domain's own), where the domain knows better than ``config``'s defaults."""
         return {}
 
-    def run_meta(self):
-        return {"labels": self.labels, "feature_dim": self.encoder.feature_dim}
-
-    def write_run_assets(self, run_dir):
-        # The processor may differ from the spec's (a searched input size): from_run must use this one.
-        if hasattr(self.encoder.processor, "save_pretrained"):
-            self.encoder.processor.save_pretrained(run_dir / "processor")
-
-    @classmethod
-    def from_run_meta(cls, meta, run_dir, *, encoder: nn.Module | None = None):
-        processor = _saved_processor(run_dir / "processor", cls.encoder_task)
-        spec = encoder if encoder is not None else meta["base_model"]
-        enc = load_encoder(spec, task=cls.encoder_task, feature_dim=meta.get("feature_dim"))
-        if processor is not None:
-            enc.processor = processor
-        return cls.rebuild(enc, meta["labels"], meta)
-
     def card_data(self):
         return super().card_data() | {"labels": ", ".join(self.labels)}
 
@@ -337,11 +320,16 @@ class TransferClassifier(TransferTask):
                            title=f"accuracy {result['accuracy']:.3f}")
         return result
 
-    # -- export --------------------------------------------------------------------------------
-    def export(self, folder):
-        """A Hugging Face folder (config, safetensors, processor, label maps) when the encoder came
-        from transformers; otherwise ``model.safetensors`` and the encoder spec to rebuild it."""
+    # -- persistence ---------------------------------------------------------------------------
+    def save_files(self, folder, kind):
+        """Export: a Hugging Face folder (config, safetensors, processor, label maps) when the encoder came
+        from transformers; otherwise ``model.safetensors`` and the encoder spec to rebuild it. Run folder:
+        the labels and the processor (it may differ from the spec's: a searched input size)."""
         hf = self.encoder.hf_model
+        if kind == "run":
+            if hasattr(self.encoder.processor, "save_pretrained"):
+                self.encoder.processor.save_pretrained(folder / "processor")
+            return {"labels": self.labels, "feature_dim": self.encoder.feature_dim}
         if hf is not None:
             save_hf_classifier(hf, self.model.head, self.labels, folder)
             if self.encoder.processor is not None:
@@ -355,8 +343,15 @@ class TransferClassifier(TransferTask):
         return {"labels": self.labels, "encoder_spec": self.encoder.spec, "feature_dim": self.encoder.feature_dim}
 
     @classmethod
-    def restore(cls, folder, info, *, encoder: nn.Module | None = None):
-        """Pass ``encoder=`` for an export of a custom ``nn.Module`` encoder."""
+    def load_files(cls, folder, info, kind, *, encoder: nn.Module | None = None):
+        """Pass ``encoder=`` for an export or run of a custom ``nn.Module`` encoder."""
+        if kind == "run":
+            processor = _saved_processor(folder / "processor", cls.encoder_task)
+            spec = encoder if encoder is not None else info["base_model"]
+            enc = load_encoder(spec, task=cls.encoder_task, feature_dim=info.get("feature_dim"))
+            if processor is not None:
+                enc.processor = processor
+            return cls.rebuild(enc, info["labels"], info)
         if (folder / "config.json").exists():
             from transformers import AutoConfig
 

@@ -15,8 +15,13 @@ A subclass (the image and audio classifiers, the speech recognizer) supplies the
   trainer trains;
 - :meth:`cached_stage` (optional): the probe stage on cached encoder features;
 - :meth:`predict` and :meth:`evaluate`: what the user and the CLI call on a trained task;
-- :meth:`export` / :meth:`restore`: write and read the model files of an export folder;
-- :meth:`run_meta` / :meth:`from_run_meta`: what :meth:`from_run` needs to rebuild the task.
+- :meth:`save_files` / :meth:`load_files`: the one pair of persistence hooks. ``kind="export"``: the
+  trained model's files of an export folder (:meth:`save` / :meth:`load`); ``kind="run"``: what a run
+  folder needs besides its checkpoints to rebuild the untrained task (:meth:`from_run`).
+
+A subclass written against the hooks before them (``export`` / ``restore``, ``run_meta`` /
+``write_run_assets`` / ``from_run_meta``) still works: defining them warns once (DeprecationWarning)
+and the base adapts them to :meth:`save_files` / :meth:`load_files`.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from torch import nn
 
+from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder
 from .hub import PushToHubMixin, write_model_card
@@ -44,6 +50,11 @@ RUN_FILE = "transferkit-run.json"
 AUTO = "auto"  # strategy="auto": search the recipe (see transferkit.common.search)
 INFO_FILE = "transferkit.json"
 LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # fit keywords that set the loop
+#: which folder :meth:`TransferTask.save_files` / :meth:`TransferTask.load_files` write or read
+FolderKind = Literal["export", "run"]
+FOLDER_KINDS = ("export", "run")
+#: the persistence hooks before save_files / load_files, still honoured with a DeprecationWarning
+OLD_PERSISTENCE_HOOKS = ("export", "restore", "run_meta", "write_run_assets", "from_run_meta")
 
 
 @dataclass
@@ -135,26 +146,41 @@ class TransferTask(PushToHubMixin, ABC):
         """Datasets of cached encoder features for a head-only stage, or None to run it on ``data``."""
         return None
 
-    def run_meta(self) -> dict[str, Any]:
-        """JSON facts, besides the encoder and strategy, that :meth:`from_run_meta` rebuilds the task from."""
-        return {}
+    @abstractmethod
+    def save_files(self, folder: Path, kind: FolderKind) -> dict[str, Any]:
+        """Write this task's files into ``folder``; return JSON facts that :meth:`load_files` gets back.
 
-    def write_run_assets(self, run_dir: Path) -> None:
-        """Files besides the checkpoints that :meth:`from_run_meta` needs (a tokenizer, say)."""
+        Args:
+            folder: the export folder (``kind="export"``: every file the trained model needs), or the
+                run folder (``kind="run"``: only what rebuilds the untrained task, such as a tokenizer;
+                the weights are the run's checkpoints).
+            kind: ``"export"`` or ``"run"``.
+
+        Returns:
+            Facts kept in ``transferkit.json`` (export) or ``transferkit-run.json`` (run).
+        """
 
     @classmethod
     @abstractmethod
-    def from_run_meta(cls, meta: dict[str, Any], run_dir: Path) -> TransferTask:
-        """The task (untrained weights) of a run folder whose run file is ``meta``."""
+    def load_files(cls, folder: Path, info: dict[str, Any], kind: FolderKind, **kwargs: Any) -> TransferTask:
+        """The task :meth:`save_files` wrote into ``folder``: trained (``kind="export"``) or with the
+        untrained weights a run's checkpoint loads into (``kind="run"``).
 
-    @abstractmethod
-    def export(self, folder: Path) -> dict[str, Any]:
-        """Write the model files into ``folder``; return facts to keep in its ``transferkit.json``."""
+        Args:
+            folder: the export or run folder.
+            info: its ``transferkit.json`` or ``transferkit-run.json`` (with the facts ``save_files`` returned).
+            kind: ``"export"`` or ``"run"``.
+            **kwargs: the subclass's own (a classifier's ``encoder=`` for a custom ``nn.Module`` encoder).
+        """
 
-    @classmethod
-    @abstractmethod
-    def restore(cls, folder: Path, info: dict[str, Any], **kwargs: Any) -> TransferTask:
-        """Rebuild the task from an export folder (its ``transferkit.json`` is ``info``)."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        old = [name for name in OLD_PERSISTENCE_HOOKS if name in vars(cls)]
+        if old and "save_files" not in vars(cls) and "load_files" not in vars(cls):
+            deprecation.warn(f"{cls.__name__}'s hooks {', '.join(old)}",
+                             "save_files(folder, kind) and load_files(folder, info, kind)")
+            cls.save_files = old_save_files  # type: ignore[method-assign]
+            cls.load_files = classmethod(old_load_files)  # type: ignore[method-assign,assignment]
 
     @abstractmethod
     def predict(self, inputs: Any, **kwargs: Any) -> list[dict]:
@@ -231,9 +257,16 @@ class TransferTask(PushToHubMixin, ABC):
 
     def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = (),
                     features: StageData | None = None) -> dict[str, TrainResult]:
+        from .trainer import process_state
+
         stages = self.strategy.stages()
         run_dir = Path(config.output_dir)
         results: dict[str, TrainResult] = {}
+        # the run folder's own files first (an interrupted run keeps them); the main process writes them
+        facts = {}
+        if process_state().is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            facts = self.save_files(run_dir, "run")
         for stage in stages:
             cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
             groups = stage.param_groups(self.encoder, self.head, cfg)
@@ -248,7 +281,7 @@ class TransferTask(PushToHubMixin, ABC):
             trainer = Trainer(self.model, cfg, compute_loss=self.loss_fn(cfg), param_groups=groups, callbacks=callbacks,
                               evaluate=self.eval_fn() if data.eval is not None else None,
                               run_info={"stage": stage.name, "strategy": self.strategy.to_dict(),
-                                        "base_model": str(self.encoder.spec), **self.run_meta()})
+                                        "base_model": str(self.encoder.spec), **facts})
             try:
                 if cached is not None and cached.head_only:
                     from .head_loop import fit_head_on_features
@@ -273,11 +306,12 @@ class TransferTask(PushToHubMixin, ABC):
         run_dir = Path(config.output_dir)
         stages = self.strategy.stages()
         final = run_dir / stages[-1].name if len(stages) > 1 else run_dir
-        self.write_run_assets(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        facts = self.save_files(run_dir, "run")
         (run_dir / RUN_FILE).write_text(json.dumps(
             {**self.train_info, "task": type(self).__name__, "base_model": str(self.encoder.spec),
              "strategy": self.strategy.to_dict(), "final_stage_dir": str(final.resolve()), "config": config.to_dict(),
-             **self.run_meta()},
+             **facts},
             indent=2, default=str) + "\n")
 
     # -- export ----------------------------------------------------------------------------------
@@ -289,7 +323,7 @@ class TransferTask(PushToHubMixin, ABC):
         folder.mkdir(parents=True, exist_ok=True)
         if has_lora(self.model):
             merge_lora(self.model)
-        info = {"strategy": self.strategy.name, **self.train_info, **self.export(folder)}
+        info = {"strategy": self.strategy.name, **self.train_info, **self.save_files(folder, "export")}
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         hf = (folder / "config.json").exists()
         write_model_card(folder, task=self.task, base_model=str(self.encoder.spec), strategy=self.strategy.name,
@@ -302,7 +336,7 @@ class TransferTask(PushToHubMixin, ABC):
         """Load an export written by :meth:`save`."""
         folder = Path(folder)
         info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).exists() else {}
-        task = cls.restore(folder, info, **kwargs)
+        task = cls.load_files(folder, info, "export", **kwargs)
         task.train_info = {k: v for k, v in info.items() if k != "labels"}
         return task
 
@@ -310,7 +344,7 @@ class TransferTask(PushToHubMixin, ABC):
     def from_run(cls, run_dir: str | os.PathLike, **kwargs: Any) -> TransferTask:
         """Rebuild the task of a ``fit`` run (finished or interrupted) from its best, or else last, checkpoint.
 
-        ``kwargs`` go to :meth:`from_run_meta` (a classifier takes ``encoder=`` for a run of a custom
+        ``kwargs`` go to :meth:`load_files` (a classifier takes ``encoder=`` for a run of a custom
         ``nn.Module`` encoder, as :meth:`load` does)."""
         from safetensors.torch import load_model
 
@@ -318,7 +352,7 @@ class TransferTask(PushToHubMixin, ABC):
         if not meta_path.exists():
             raise FileNotFoundError(f"{run_dir} is not a transferkit run folder (no {RUN_FILE})")
         meta = json.loads(meta_path.read_text())
-        task = cls.from_run_meta(meta, Path(run_dir), **kwargs)
+        task = cls.load_files(Path(run_dir), meta, "run", **kwargs)
         task.strategy = get_strategy(meta["strategy"])
         # The final stage's groups put its new modules (LoRA adapters) in place before the weights load.
         task.strategy.stages()[-1].param_groups(task.encoder, task.head, TrainConfig.from_dict(meta["config"]))
@@ -331,3 +365,22 @@ class TransferTask(PushToHubMixin, ABC):
             raise FileNotFoundError(f"no checkpoint in {stage / 'checkpoints'}")
         task.train_info = {k: v for k, v in meta.items() if k.endswith("examples")}
         return task
+
+
+def old_save_files(task: TransferTask, folder: Path, kind: FolderKind) -> dict[str, Any]:
+    """:meth:`TransferTask.save_files` of a subclass written with the old hooks (``export``, ``run_meta``,
+    ``write_run_assets``)."""
+    if kind == "export":
+        return task.export(folder)  # type: ignore[attr-defined]
+    if hasattr(task, "write_run_assets"):
+        task.write_run_assets(folder)
+    return task.run_meta() if hasattr(task, "run_meta") else {}
+
+
+def old_load_files(cls: type[TransferTask], folder: Path, info: dict[str, Any], kind: FolderKind,
+                   **kwargs: Any) -> TransferTask:
+    """:meth:`TransferTask.load_files` of a subclass written with the old hooks (``restore``, ``from_run_meta``)."""
+    hook = "restore" if kind == "export" else "from_run_meta"
+    if not hasattr(cls, hook):
+        raise NotImplementedError(f"{cls.__name__} cannot read a {kind} folder: implement load_files(folder, info, kind)")
+    return cls.restore(folder, info, **kwargs) if kind == "export" else cls.from_run_meta(info, folder, **kwargs)  # type: ignore[attr-defined]
