@@ -24,7 +24,7 @@ from .data import AUDIO_EXTENSIONS, AudioDataset
 from .decode import DEFAULT_MAX_CLIPPED_FRACTION, AudioDataError, load_audio, prepare_waveform
 from .encoder import AudioCollator, default_feature_extractor, min_input_samples
 
-__all__ = ["AudioModality", "ClipChecks", "as_clips", "clip_problem", "min_samples"]
+__all__ = ["AudioModality", "ClipChecks", "SpeechProcessor", "TokenizedClips", "as_clips", "clip_problem", "min_samples"]
 
 FULL_SCALE = 0.999  # a sample at or above this magnitude counts as clipped, as the decoder counts it
 PREVIEW_SECONDS = 10.0  # players in audit.html hold at most this much of a clip
@@ -167,3 +167,31 @@ class AudioModality(Modality):
         from .reference import MfccLogReg
 
         return MfccLogReg(self.rate)
+
+
+class SpeechProcessor:
+    """What the speech recognizers (CTC and Whisper) read off their Hugging Face ``processor``."""
+
+    processor: Any
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.processor.feature_extractor.sampling_rate)
+
+
+class TokenizedClips(torch.utils.data.Dataset):
+    """Clips whose transcripts were turned into token ids (bad ones already dropped): row ``i`` is the clip's
+    row with ``"target"`` set to its ids."""
+
+    def __init__(self, clips: AudioDataset, ids: list[list[int]]) -> None:
+        self.clips, self.ids = clips, ids
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.clips[i], "target": self.ids[i]}

@@ -19,32 +19,17 @@ from transferkit.common.encoders import quiet_transformers
 from .augment import WaveAugment
 from .config import CTCConfig
 from .ctc import StreamingCTCEval, ctc_loss_fp32, greedy_decode
-from .data import AudioDataset, SkipReport, as_audio_dataset
+from .data import SkipReport, as_audio_dataset
 from .encoder import (
     AudioCollator,
     AudioEncoder,
     default_feature_extractor,
     warn_if_masks_hide_clips,
 )
-from .modality import as_clips, min_samples
+from .modality import SpeechProcessor, TokenizedClips, as_clips, min_samples
 from .vocab import build_vocab, encode_transcripts, make_processor
 
 log = logging.getLogger(__name__)
-
-
-class _Transcribed(torch.utils.data.Dataset):
-    """An AudioDataset whose transcripts were turned into token ids (bad ones already dropped)."""
-
-    def __init__(self, clips: AudioDataset, ids: list[list[int]]) -> None:
-        self.clips, self.ids = clips, ids
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict:
-        row = self.clips[i]
-        row["target"] = self.ids[i]
-        return row
 
 
 def _pooled(module: nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
@@ -56,7 +41,7 @@ def _pooled(module: nn.Module, input_values: torch.Tensor, attention_mask: torch
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-class SpeechRecognizer(TransferTask):
+class SpeechRecognizer(SpeechProcessor, TransferTask):
     """CTC transcription: a pretrained speech encoder plus a new character head.
 
     The vocabulary comes from the training transcripts (lower-cased, ``chars_to_ignore``
@@ -106,14 +91,6 @@ class SpeechRecognizer(TransferTask):
     @property
     def head(self) -> nn.Module:
         return self.model.lm_head
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.processor.tokenizer
-
-    @property
-    def sampling_rate(self) -> int:
-        return int(self.processor.feature_extractor.sampling_rate)
 
     @classmethod
     def from_pretrained(
@@ -168,7 +145,7 @@ class SpeechRecognizer(TransferTask):
         return min_samples(self.model.config, training=training)
 
     def _dataset(self, data: Any, *, training: bool, min_seconds: float | None = None,
-                 max_seconds: float | None = None) -> _Transcribed:
+                 max_seconds: float | None = None) -> TokenizedClips:
         ds = as_audio_dataset(data, self.sampling_rate)
         if min_seconds is not None or max_seconds is not None:
             ds = ds.filter_duration(min_seconds, max_seconds)
@@ -189,7 +166,7 @@ class SpeechRecognizer(TransferTask):
             raise ValueError(f"no usable (clip, transcript) pairs: {ds.report}")
         self.skip_report = ds.report
         sub = ds.subset(keep).with_options(min_samples=min_samples)
-        return _Transcribed(sub, [ids[i] for i in keep])
+        return TokenizedClips(sub, [ids[i] for i in keep])
 
     def _collator(self) -> AudioCollator:
         return AudioCollator(self.processor.feature_extractor, self.sampling_rate, targets=lambda ids: ids, ctc=True)

@@ -49,8 +49,9 @@ from transferkit.common import Encoder, TrainConfig, TrainingData, TrainResult, 
 from transferkit.common.config import check_settings, setting
 from transferkit.common.encoders import EncoderBlock, quiet_transformers
 
-from .data import AudioDataset, as_audio_dataset, load_audio, prepare_waveform
+from .data import as_audio_dataset, load_audio, prepare_waveform
 from .decode import SkipReport
+from .modality import SpeechProcessor, TokenizedClips
 from .seq2seq_text import NORMALIZERS, Seq2SeqEval
 
 log = logging.getLogger(__name__)
@@ -148,18 +149,7 @@ class WhisperCollator:
         return batch
 
 
-class _Tokenized(torch.utils.data.Dataset):
-    def __init__(self, clips: AudioDataset, ids: list[list[int]]) -> None:
-        self.clips, self.ids = clips, ids
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**self.clips[i], "target": self.ids[i]}
-
-
-class WhisperRecognizer(TransferTask):
+class WhisperRecognizer(SpeechProcessor, TransferTask):
     """Speech recognition by fine-tuning a pretrained Whisper (see the module docstring).
 
     Args:
@@ -240,14 +230,6 @@ class WhisperRecognizer(TransferTask):
         return self._head
 
     @property
-    def tokenizer(self) -> Any:
-        return self.processor.tokenizer
-
-    @property
-    def sampling_rate(self) -> int:
-        return int(self.processor.feature_extractor.sampling_rate)
-
-    @property
     def window_samples(self) -> int:
         return int(self.processor.feature_extractor.n_samples)
 
@@ -260,7 +242,7 @@ class WhisperRecognizer(TransferTask):
         text_ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
         return self.prompt + text_ids + [self.model.config.eos_token_id]
 
-    def _dataset(self, data: Any, *, training: bool) -> _Tokenized:
+    def _dataset(self, data: Any, *, training: bool) -> TokenizedClips:
         ds = as_audio_dataset(data, self.sampling_rate)
         limit, keep, ids = self.model.config.max_target_positions, [], []
         for i, (n, text) in enumerate(zip(ds.lengths, ds.targets)):
@@ -281,7 +263,7 @@ class WhisperRecognizer(TransferTask):
         if not keep:
             raise ValueError(f"no usable (clip, transcript) pairs: {ds.report}")
         self.skip_report = ds.report
-        return _Tokenized(ds.subset(keep), ids)
+        return TokenizedClips(ds.subset(keep), ids)
 
     def _too_long(self, source: str, samples: int) -> str:
         return (f"{source} lasts {samples / self.sampling_rate:.1f} s but Whisper hears "

@@ -190,12 +190,12 @@ def test_recognizer_strategies_train_only_what_they_should(w2v_dir, tmp_path, st
 
 
 def test_non_finite_ctc_loss_skips_the_step_and_leaves_weights_unchanged(w2v_dir, tmp_path):
-    from transferkit.audio.recognizer import _Transcribed
+    from transferkit.audio.modality import TokenizedClips
 
     asr = SpeechRecognizer.from_pretrained(w2v_dir, transcripts=["ab"], ctc_zero_infinity=False, mask_time_prob=0.0)
     # 400 samples give 4 frames; 12 labels cannot be aligned to them, so CTC without zero_infinity is inf.
     clips = AudioDataset([np.full(400, 0.1, dtype=np.float32)] * 2, ["x", "x"], SR)
-    data = _Transcribed(clips, [[0, 1] * 6] * 2)
+    data = TokenizedClips(clips, [[0, 1] * 6] * 2)
     before = {n: p.detach().clone() for n, p in asr.model.named_parameters()}
     groups = [{"params": [p for p in asr.model.parameters() if p.requires_grad], "lr": 1e-2}]
     trainer = Trainer(asr.model, TrainConfig(**cfg(tmp_path, batch_size=2, epochs=1)), compute_loss=asr.ctc_loss, param_groups=groups)
