@@ -261,11 +261,12 @@ class ImageClassifier(TransferClassifier):
             out["head_lr"] = 5 * config.head_lr
         return out
 
-    def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:
-        """Label and class probabilities for each image (path, PIL image or array, or a list of them)."""
+    def predict(self, images: Any, *, batch_size: int = 64, workers: int | None = None) -> list[dict]:
+        """Label and class probabilities for each image (path, PIL image or array, or a list of them);
+        ``workers`` threads decode the next batches while the model runs one (0: decode in this thread)."""
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]
-        return self._predict(list(images), batch_size)
+        return self._predict(list(images), batch_size, workers)
 
 
 def _matches_processor(processor: Any, images: ImageSet, plain: tuple, tolerance: float = 1e-3) -> bool:
