@@ -270,6 +270,8 @@ class ImageClassifier(TransferClassifier):
         batch's activations outgrow the caches), so large batches only pay where the device is wide."""
         if batch_size is None:
             batch_size = CPU_PREDICT_BATCH if next(self.model.parameters()).device.type == "cpu" else 64
+        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]
         return self._predict(list(images), batch_size, workers)
 
 
