@@ -123,7 +123,7 @@ class AudioClassifier(TransferClassifier):
         rows = [{"input_values": np.pad(w, (0, max(0, n - len(w))))} for w in examples]
         return AudioCollator(self.encoder.processor, self.sampling_rate)(rows)
 
-    def logits(self, examples: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+    def logits(self, examples: Sequence[np.ndarray], batch_size: int = 64, *, workers: int | None = None) -> torch.Tensor:
         """Class scores per clip, batched shortest-first so that little padding enters any batch
         (group-norm front ends such as wav2vec2-base's normalise over padded samples too).
 
@@ -133,7 +133,7 @@ class AudioClassifier(TransferClassifier):
         """
         windows, owner = clip_windows(examples, self._window_samples())
         order = np.argsort([len(w) for w in windows], kind="stable")
-        scores = super().logits([windows[i] for i in order], batch_size)[torch.as_tensor(np.argsort(order))]
+        scores = super().logits([windows[i] for i in order], batch_size, workers=workers)[torch.as_tensor(np.argsort(order))]
         if len(windows) == len(examples):
             return scores
         pooled = torch.zeros(len(examples), scores.shape[1]).index_add_(0, torch.as_tensor(owner), scores)
@@ -225,7 +225,9 @@ class AudioClassifier(TransferClassifier):
         return self.stream_data(train, eval, config, prepare=prepare)
 
     # -- inference ----------------------------------------------------------------------------
-    def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 32) -> list[dict]:
+    def predict(self, clips: Any, *, sampling_rate: int | None = None, batch_size: int = 32,
+                workers: int | None = None) -> list[dict]:
         """Label and class probabilities per clip: a path, an array at ``sampling_rate`` (default: the
-        encoder's), or a list of them."""
-        return self._predict(as_clips(clips, self.sampling_rate, sampling_rate), batch_size)
+        encoder's), or a list of them; ``workers`` threads decode the files and collate the next batches
+        while the model runs one (0: all in this thread; the scores do not depend on it)."""
+        return self._predict(as_clips(clips, self.sampling_rate, sampling_rate, workers=workers), batch_size, workers)

@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 
 from transferkit.common.audit_report import data_uri
+from transferkit.common.classifier import PREDICT_WORKERS
 from transferkit.common.config import check_settings, setting
 from transferkit.common.modality import Modality
 from transferkit.common.sources import LabelledSource, is_dataset
@@ -57,16 +58,27 @@ def min_samples(model_config: Any, processor: Any = None, *, training: bool = Fa
     return min_input_samples(model_config, mask, processor)
 
 
-def as_clips(clips: Any, rate: int, sampling_rate: int | None = None) -> list[np.ndarray]:
+def as_clips(clips: Any, rate: int, sampling_rate: int | None = None, *, workers: int | None = None) -> list[np.ndarray]:
     """A path, an array at ``sampling_rate`` (default ``rate``), an :class:`AudioDataset` or a list of
-    them -> waveforms at ``rate``."""
+    them -> waveforms at ``rate``; files are decoded by ``workers`` threads (default
+    :data:`~transferkit.common.classifier.PREDICT_WORKERS`, 0: in this thread), in order."""
     if isinstance(clips, AudioDataset):
         return clips.waveforms if clips.sampling_rate == rate else [
             prepare_waveform(np.asarray(w), clips.sampling_rate, rate) for w in clips.waveforms]
     if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
         clips = [clips]
-    return [load_audio(c, rate) if isinstance(c, (str, os.PathLike))
-            else prepare_waveform(np.asarray(c), sampling_rate or rate, rate) for c in clips]
+    def one(c: Any) -> np.ndarray:
+        return load_audio(c, rate) if isinstance(c, (str, os.PathLike)) else prepare_waveform(
+            np.asarray(c), sampling_rate or rate, rate)
+
+    clips = list(clips)
+    workers = PREDICT_WORKERS if workers is None else workers
+    if workers <= 0 or len(clips) <= 1:
+        return [one(c) for c in clips]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferkit-decode") as pool:
+        return list(pool.map(one, clips))
 
 
 def clip_problem(err: AudioDataError, item: Any) -> tuple[str, str, float]:

@@ -11,7 +11,7 @@ examples become model inputs (:meth:`TransferClassifier.prepare_inputs`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -280,26 +280,37 @@ class TransferClassifier(TransferTask):
         return super().card_data() | {"labels": ", ".join(self.labels)}
 
     # -- prediction and evaluation -------------------------------------------------------------
-    @torch.no_grad()
-    def logits(self, examples: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
-        """Raw class scores of prepared examples, computed in batches in eval mode."""
+    def logits(self, examples: Sequence[Any], batch_size: int = 64, *, workers: int | None = None) -> torch.Tensor:
+        """Raw class scores of prepared examples, computed in batches in eval mode under
+        ``torch.inference_mode``.
+
+        Args:
+            examples: Items the modality decodes (paths, arrays), in the order of the rows returned.
+            batch_size: Examples per forward pass.
+            workers: Threads that decode and collate the next batches while the model runs the
+                current one (default :data:`PREDICT_WORKERS`; 0 decodes in the calling thread). The
+                scores do not depend on it: each batch holds the same examples in the same order.
+        """
+        workers = PREDICT_WORKERS if workers is None else workers
         self.model.eval()
         device = next(self.model.parameters()).device
+        chunks = [examples[start:start + batch_size] for start in range(0, len(examples), batch_size)]
         out = []
-        for start in range(0, len(examples), batch_size):
-            batch = self.prepare_inputs(examples[start:start + batch_size])
-            out.append(self.model(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
+        with torch.inference_mode():
+            for batch in prepared_batches(self.prepare_inputs, chunks, workers):
+                out.append(self.model(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
-    def _predict(self, examples: Sequence[Any], batch_size: int) -> list[dict]:
-        probs = self.logits(examples, batch_size).softmax(-1)
+    def _predict(self, examples: Sequence[Any], batch_size: int, workers: int | None = None) -> list[dict]:
+        probs = self.logits(examples, batch_size, workers=workers).softmax(-1)
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
                  "scores": {name: float(v) for name, v in zip(self.labels, p)}} for p in probs]
 
-    def predict(self, inputs: Any, *, batch_size: int = 64) -> list[dict]:
-        """Label and class probabilities for each item (a path, or a list of items the modality decodes)."""
+    def predict(self, inputs: Any, *, batch_size: int = 64, workers: int | None = None) -> list[dict]:
+        """Label and class probabilities for each item (a path, or a list of items the modality decodes);
+        ``workers`` threads decode the next batches while the model runs (see :meth:`logits`)."""
         items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-        return self._predict(items, batch_size)
+        return self._predict(items, batch_size, workers)
 
     def evaluate(self, data: Any, *, out_dir: str | os.PathLike | None = None, batch_size: int = 64) -> dict:
         """Accuracy, macro-F1, a per-class report and the confusion matrix (PNG written to ``out_dir``)."""
@@ -439,3 +450,28 @@ def hf_head_weights(folder: Path, head_path: str) -> dict[str, torch.Tensor]:
     if set(head) != {"weight", "bias"}:
         raise ValueError(f"{folder} has no classifier weights under {head_path!r}")
     return head
+
+
+PREDICT_WORKERS = 2  # threads decoding the next batches while the model runs one (Pillow and soundfile release the GIL)
+
+
+def prepared_batches(prepare: Callable[[Sequence[Any]], Any], chunks: Sequence[Sequence[Any]], workers: int) -> Iterator[Any]:
+    """``prepare(chunk)`` for each chunk, in order; with ``workers`` > 0 up to ``workers`` chunks ahead are
+    prepared in a thread pool while the caller consumes the current one."""
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (prepare in this thread) or more, got {workers}")
+    if workers == 0 or len(chunks) <= 1:
+        yield from (prepare(c) for c in chunks)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferkit-decode") as pool:
+        pending = deque(pool.submit(prepare, c) for c in chunks[:workers + 1])
+        nxt = len(pending)
+        while pending:
+            batch = pending.popleft().result()
+            if nxt < len(chunks):
+                pending.append(pool.submit(prepare, chunks[nxt]))
+                nxt += 1
+            yield batch

@@ -1,4 +1,4 @@
-"""--smoke runs of the speed benchmarks (time to accuracy, the frozen-prefix cache), so they cannot rot unnoticed.
+"""--smoke runs of the speed benchmarks (time to accuracy, the frozen-prefix cache, prediction), so they cannot rot unnoticed.
 
 They need the real data in ../shared/data and skip without it; each writes into a temporary results folder.
 """
@@ -51,3 +51,12 @@ def test_prefix_cache_check_smoke(tmp_path):
     assert float(values["speedup_from_epoch2"]) > 0
     report = (results / "prefix_cache_check_smoke.md").read_text()
     assert "| partial, prefix_cache=True (default) |" in report and "| True |" in report and "| False |" in report
+
+
+def test_predict_speed_smoke(tmp_path):
+    values, results = smoke("predict_speed.py", tmp_path, ("hymenoptera", "fsdd"))
+    assert float(values["image_speedup"]) > 0 and float(values["audio_speedup"]) > 0
+    # Both sides run the same export: their top labels agree on (nearly) every item.
+    assert float(values["image_agree"]) >= 0.9 and float(values["audio_agree"]) >= 0.9
+    report = (results / "predict_speed_smoke.md").read_text()
+    assert "SMOKE RUN" in report and "| 16 photos (MobileNetV2) |" in report and "| 16 clips (wav2vec2 4x256) |" in report

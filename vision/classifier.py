@@ -261,11 +261,21 @@ class ImageClassifier(TransferClassifier):
             out["head_lr"] = 5 * config.head_lr
         return out
 
-    def predict(self, images: Any, *, batch_size: int = 64) -> list[dict]:
-        """Label and class probabilities for each image (path, PIL image or array, or a list of them)."""
+    def predict(self, images: Any, *, batch_size: int | None = None, workers: int | None = None) -> list[dict]:
+        """Label and class probabilities for each image (path, PIL image or array, or a list of them);
+        ``workers`` threads decode the next batches while the model runs one (0: decode in this thread).
+
+        ``batch_size`` defaults to :data:`CPU_PREDICT_BATCH` on a CPU and 64 on an accelerator: on a CPU a
+        MobileNetV2 at 224 px ran 19.4 photos/s one at a time and 7.0/s in batches of 32 (one thread; the
+        batch's activations outgrow the caches), so large batches only pay where the device is wide."""
+        if batch_size is None:
+            batch_size = CPU_PREDICT_BATCH if next(self.model.parameters()).device.type == "cpu" else 64
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]
-        return self._predict(list(images), batch_size)
+        return self._predict(list(images), batch_size, workers)
+
+
+CPU_PREDICT_BATCH = 2  # photos per forward pass when predicting on a CPU (see ImageClassifier.predict)
 
 
 def _matches_processor(processor: Any, images: ImageSet, plain: tuple, tolerance: float = 1e-3) -> bool:
