@@ -187,8 +187,20 @@ def load_audio(
     try:
         wave, sr = sf.read(target, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
-        raise AudioDataError(name, "unreadable or not audio", str(err).replace(name, "").strip(" :")) from err
+        if not _has_torchcodec():
+            raise AudioDataError(name, "unreadable or not audio", str(err).replace(name, "").strip(" :")) from err
+        wave, sr = _torchcodec_read(path, name)  # formats soundfile lacks (AAC in M4A, WebM): FFmpeg
     return prepare_waveform(wave, sr, sampling_rate, name, max_clipped_fraction=max_clipped_fraction, report=report)
+
+
+def _torchcodec_read(path: str | os.PathLike | bytes, name: str) -> tuple[np.ndarray, int]:
+    from torchcodec.decoders import AudioDecoder
+
+    try:
+        samples = AudioDecoder(path if isinstance(path, bytes) else str(path)).get_all_samples()
+    except (RuntimeError, ValueError, OSError) as err:
+        raise AudioDataError(name, "unreadable or not audio", str(err).splitlines()[0] if str(err) else "") from err
+    return samples.data.numpy(), int(samples.sample_rate)
 
 
 def decode_any(
@@ -224,18 +236,7 @@ def decode_any(
     if not isinstance(value, (bytes, str, os.PathLike)):
         raise AudioDataError(source, "not audio", f"got {type(value).__name__}; expected a path, bytes, a dict "
                                                   "from an Audio column or an AudioDecoder")
-    try:
-        return load_audio(value, sampling_rate, source=source, **kw)
-    except AudioDataError as err:
-        if err.reason != "unreadable or not audio" or not _has_torchcodec():
-            raise
-    from torchcodec.decoders import AudioDecoder
-
-    try:
-        samples = AudioDecoder(value).get_all_samples()
-    except (RuntimeError, ValueError, OSError) as err:
-        raise AudioDataError(source, "unreadable or not audio", str(err).splitlines()[0] if str(err) else "") from err
-    return prepare_waveform(samples.data.numpy(), int(samples.sample_rate), sampling_rate, source, **kw)
+    return load_audio(value, sampling_rate, source=source, **kw)
 
 
 @functools.lru_cache(maxsize=1)

@@ -183,3 +183,5 @@ def test_a_format_soundfile_cannot_read_is_decoded_through_torchcodec(tmp_path):
     assert abs(len(wave) - SR) < SR // 10  # one second at 16 kHz (AAC adds a little priming)
     spectrum = np.abs(np.fft.rfft(wave))
     assert abs(np.argmax(spectrum) * SR / len(wave) - 440) < 5  # the tone survived decoding and resampling
+    # every reader of a path goes through load_audio, so predict and the audit read the file the same way
+    np.testing.assert_array_equal(load_audio(path, SR), wave)
