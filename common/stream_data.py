@@ -9,7 +9,7 @@ from typing import Any
 from .config import TrainConfig
 from .features import ShardedFeatures, write_feature_shards
 from .modality import DecodedItems, decodable, labelled_collate
-from .streams import MappedStream, StreamLabelError, is_stream, row_pair
+from .streams import MappedStream, StreamLabelError, is_stream, row_pair, undecoded
 from .task import TrainingData
 
 
@@ -22,6 +22,7 @@ def stream_training_data(clf: Any, train: Any, eval: Any, *, prepare: Callable |
     m = clf.adapter()
 
     def stream(source: Any, fn: Callable) -> MappedStream:
+        source = undecoded(source, m.kind)
         pair = row_pair(source, m.kind)
 
         def example(row: Any) -> dict:

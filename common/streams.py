@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -187,6 +188,16 @@ def _buffer_shuffle(examples: Iterator, size: int, rng: random.Random) -> Iterat
         buffer[i] = x
     rng.shuffle(buffer)
     yield from buffer
+
+
+def undecoded(source: Any, column: str) -> Any:
+    """``source`` with its media ``column`` left undecoded where ``datasets`` would decode it while iterating: a
+    broken file then raises inside the dataset's iterator, past any per-example skip. Undecoded, the
+    modality decodes each value itself (``{"bytes", "path"}``), and skips and counts what does not decode."""
+    feature = (getattr(source, "features", None) or {}).get(column)
+    if getattr(feature, "decode", False) and hasattr(source, "cast_column") and dataclasses.is_dataclass(feature):
+        return source.cast_column(column, dataclasses.replace(feature, decode=False))
+    return source
 
 
 def row_pair(source: Iterable, media_column: str, target_column: str | None = None) -> Callable[[Any], tuple[Any, str]]:

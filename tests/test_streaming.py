@@ -156,6 +156,21 @@ def test_streaming_imagefolder_trains_n_steps_with_the_right_labels(vit_dir, ima
     assert "accuracy" in result.history[-1] and len(result.history) == 2
 
 
+def test_a_broken_file_in_a_streaming_imagefolder_is_skipped_and_counted(vit_dir, tmp_path):
+    """Regression: datasets decoded the image column itself and raised on a broken JPEG inside its iterator;
+    the stream is now read undecoded, so the file is skipped and counted like any undecodable example."""
+    datasets = pytest.importorskip("datasets")
+    folder = write_folder(tmp_path / "pngs", *two_class_images(n=8))
+    (folder / "bright" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    stream = datasets.load_dataset("imagefolder", data_dir=str(folder), streaming=True)["train"]
+    clf, spy = _classifier(vit_dir), _Kill(key="pixel_values")
+    data = clf.training_data(stream, None, clf.default_config())
+    clf.fit(stream, callbacks=[spy], **_opts(tmp_path / "run", max_steps=2, shuffle_buffer=0))
+    assert sum(len(labels) for _, labels in spy.seen) == 8  # the 8 good images: 2 steps of 4
+    list(data.train)  # a full pass of the same stream through the same reader
+    assert data.train.skipped == 1
+
+
 def test_streaming_imagefolder_without_max_steps_says_so(vit_dir, image_stream, tmp_path):
     with pytest.raises(ValueError, match="max_steps"):
         _classifier(vit_dir).fit(image_stream(), **_opts(tmp_path / "run"))
