@@ -49,9 +49,9 @@ from transferkit.common import Encoder, TrainConfig, TrainingData, TrainResult, 
 from transferkit.common.config import check_settings, setting
 from transferkit.common.encoders import EncoderBlock, quiet_transformers
 
-from .data import as_audio_dataset, load_audio, prepare_waveform
+from .data import as_audio_dataset
 from .decode import SkipReport
-from .modality import SpeechProcessor, TokenizedClips
+from .modality import SpeechProcessor, TokenizedClips, as_clips
 from .seq2seq_text import NORMALIZERS, Seq2SeqEval
 
 log = logging.getLogger(__name__)
@@ -334,10 +334,7 @@ class WhisperRecognizer(SpeechProcessor, TransferTask):
 
     # -- inference --------------------------------------------------------------------------------------
     def _waves(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
-            clips = [clips]
-        waves = [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
-                 else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate) for c in clips]
+        waves = as_clips(clips, self.sampling_rate, sampling_rate)
         for i, w in enumerate(waves):
             if len(w) > self.window_samples:
                 raise ValueError(self._too_long(f"clip {i}", len(w)))
