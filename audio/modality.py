@@ -81,6 +81,11 @@ def as_clips(clips: Any, rate: int, sampling_rate: int | None = None, *, workers
         return list(pool.map(one, clips))
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model under a distributed wrapper (``.module``), or ``model`` itself."""
+    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model
+
+
 def clip_problem(err: AudioDataError, item: Any) -> tuple[str, str, float]:
     """The decoder's refusal as (reason, detail, score): unreadable, empty, corrupt or clipped."""
     prefix = f"{err.source}: "

@@ -26,7 +26,7 @@ from .encoder import (
     default_feature_extractor,
     warn_if_masks_hide_clips,
 )
-from .modality import SpeechProcessor, TokenizedClips, as_clips, min_samples
+from .modality import SpeechProcessor, TokenizedClips, as_clips, min_samples, unwrap
 from .vocab import build_vocab, encode_transcripts, make_processor
 
 log = logging.getLogger(__name__)
@@ -177,14 +177,14 @@ class SpeechRecognizer(SpeechProcessor, TransferTask):
         out = model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask"))
         mask = batch.get("attention_mask")
         n = mask.sum(-1) if mask is not None else torch.full((len(batch["input_values"]),), batch["input_values"].shape[-1])
-        frames = _unwrap(model)._get_feat_extract_output_lengths(n)
+        frames = unwrap(model)._get_feat_extract_output_lengths(n)
         return ctc_loss_fp32(out.logits, batch["labels"], frames, blank_id=self.tokenizer.pad_token_id,
-                             zero_infinity=bool(_unwrap(model).config.ctc_zero_infinity))
+                             zero_infinity=bool(unwrap(model).config.ctc_zero_infinity))
 
     def _decode_batch(self, model: nn.Module, batch: dict) -> tuple[list[str], list[str]]:
         logits = model(input_values=batch["input_values"], attention_mask=batch.get("attention_mask")).logits
         mask = batch.get("attention_mask")
-        lengths = _unwrap(model)._get_feat_extract_output_lengths(mask.sum(-1)) if mask is not None else None
+        lengths = unwrap(model)._get_feat_extract_output_lengths(mask.sum(-1)) if mask is not None else None
         hyps = greedy_decode(logits.float(), self.tokenizer, lengths=lengths)
         refs = []
         if "labels" in batch:
@@ -307,7 +307,3 @@ def _feature_extractor(spec: str) -> Any:
         return AutoFeatureExtractor.from_pretrained(spec)
     except (OSError, ValueError):
         return None
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "config") else model

