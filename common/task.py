@@ -52,7 +52,6 @@ INFO_FILE = "transferkit.json"
 LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # fit keywords that set the loop
 #: which folder :meth:`TransferTask.save_files` / :meth:`TransferTask.load_files` write or read
 FolderKind = Literal["export", "run"]
-FOLDER_KINDS = ("export", "run")
 #: the persistence hooks before save_files / load_files, still honoured with a DeprecationWarning
 OLD_PERSISTENCE_HOOKS = ("export", "restore", "run_meta", "write_run_assets", "from_run_meta")
 
