@@ -249,8 +249,6 @@ class TransferTask(PushToHubMixin, ABC):
         if not self.auto:
             self.strategy = get_strategy(strategy)
 
-    _set_strategy = set_strategy  # the name before it became public
-
     def search(self, train: Any, eval: Any = None, *, config: TrainConfig, **options: Any) -> dict[str, TrainResult]:
         """``strategy="auto"``: pick the recipe on a dev split of ``train``, then train it (classifiers)."""
         raise NotImplementedError(f"{type(self).__name__} has no recipe search; pass a strategy")
