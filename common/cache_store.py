@@ -137,16 +137,15 @@ class CacheFolder:
             except FileNotFoundError:
                 pass
 
-    def fits(self, nbytes: int) -> bool:
-        return nbytes <= self.budget
-
-    def make_room(self, nbytes: int, keep: Iterable[str] = ()) -> list[str]:
+    def make_room(self, nbytes: int, keep: Iterable[str] = ()) -> list[str] | None:
         """Evict least recently used entries (never those in ``keep``) until ``nbytes`` more fit the budget;
-        returns the evicted keys."""
+        returns the evicted keys, or None (evicting nothing) when ``nbytes`` exceed the whole budget."""
         keep = set(keep)
         held = entries(self.root)
         used = sum(s for s, _ in held.values())
         budget = self._budget_with(used)
+        if nbytes > budget:
+            return None
         evicted = []
         for key, (size, _) in sorted(held.items(), key=lambda kv: kv[1][1]):
             if used + nbytes <= budget:
