@@ -110,22 +110,23 @@ class CacheFolder:
 
     @property
     def budget(self) -> int:
-        """The budget in bytes, resolved now (the free disk changes)."""
-        spec = self._budget if self._budget is not None else os.environ.get(BUDGET_ENV) or DEFAULT_FRACTION
-        return parse_budget(spec, space=self._space())
+        return self._budget_with(self.used())
 
-    def _space(self) -> int:
+    def _budget_with(self, used: int) -> int:
+        """The budget in bytes, given the bytes the folder holds now (a fraction counts them as usable space)."""
+        spec = self._budget if self._budget is not None else os.environ.get(BUDGET_ENV) or DEFAULT_FRACTION
         probe = self.root
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        return shutil.disk_usage(probe).free + self.used()
+        return parse_budget(spec, space=shutil.disk_usage(probe).free + used)
 
     def used(self) -> int:
         return sum(size for size, _ in entries(self.root).values())
 
     def info(self) -> CacheInfo:
         held = entries(self.root)
-        return CacheInfo(str(self.root), len(held), sum(s for s, _ in held.values()), self.budget)
+        used = sum(s for s, _ in held.values())
+        return CacheInfo(str(self.root), len(held), used, self._budget_with(used))
 
     def touch(self, paths: Iterable[Path]) -> None:
         """Mark an entry as used now (its files' modification time)."""
@@ -136,15 +137,15 @@ class CacheFolder:
             except FileNotFoundError:
                 pass
 
-    def fits(self, nbytes: int) -> bool:
-        return nbytes <= self.budget
-
-    def make_room(self, nbytes: int, keep: Iterable[str] = ()) -> list[str]:
+    def make_room(self, nbytes: int, keep: Iterable[str] = ()) -> list[str] | None:
         """Evict least recently used entries (never those in ``keep``) until ``nbytes`` more fit the budget;
-        returns the evicted keys."""
-        budget, keep = self.budget, set(keep)
+        returns the evicted keys, or None (evicting nothing) when ``nbytes`` exceed the whole budget."""
+        keep = set(keep)
         held = entries(self.root)
         used = sum(s for s, _ in held.values())
+        budget = self._budget_with(used)
+        if nbytes > budget:
+            return None
         evicted = []
         for key, (size, _) in sorted(held.items(), key=lambda kv: kv[1][1]):
             if used + nbytes <= budget:

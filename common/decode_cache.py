@@ -75,8 +75,7 @@ class DecodeCache:
 
     def _room_for(self, path: Path, nbytes: int, what: str) -> bool:
         """Make room for ``nbytes`` more (evicting least recently used entries), or warn once that it cannot fit."""
-        if self.folder.fits(nbytes):
-            self.folder.make_room(nbytes, keep=[path.stem.split(".")[0]])
+        if self.folder.make_room(nbytes, keep=[path.stem.split(".")[0]]) is not None:
             return True
         if path.name not in _warned:
             _warned.add(path.name)

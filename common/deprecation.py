@@ -2,25 +2,20 @@
 
 Old names keep working with a :class:`DeprecationWarning` that names the replacement, so a user's code
 runs on while they move. A module lists its renamed attributes in a :func:`renamed` table and
-delegates its ``__getattr__`` to it; a renamed method is a :func:`renamed_method`; a renamed argument
-calls :func:`warn`.
+delegates its ``__getattr__`` to it; a renamed argument or hook calls :func:`warn`.
 
 Example:
     >>> import warnings
-    >>> class Box:
-    ...     def save(self):
-    ...         return "saved"
-    ...     store = renamed_method("store", "save")
+    >>> getattr_ = renamed("pkg", {"Old": ("New", lambda: "the new thing")})
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
-    ...     result = Box().store()
+    ...     result = getattr_("Old")
     >>> result, str(caught[0].message)
-    ('saved', 'store is deprecated; use save instead')
+    ('the new thing', 'pkg.Old is deprecated; use pkg.New instead')
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -42,23 +37,6 @@ def renamed(module: str, names: dict[str, tuple[str, Callable[[], Any]]]) -> Cal
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return getattr_
-
-
-def renamed_method(old: str, new: str) -> Any:
-    """A method (or classmethod, when ``new`` is one) called ``old`` that warns and calls ``new``."""
-
-    class Alias:
-        def __get__(self, obj: Any, owner: type) -> Any:
-            target = getattr(obj if obj is not None else owner, new)
-
-            @functools.wraps(target)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                warn(old, new)
-                return target(*args, **kwargs)
-
-            return call
-
-    return Alias()
 
 
 # Fields TrainConfig had before each strategy got its own settings dataclass. They are still accepted

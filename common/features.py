@@ -115,14 +115,13 @@ class FeatureCache:
         encoder.train(was_training)
         features, labels_t = torch.cat(feats), torch.cat(labels)
         nbytes = features.nbytes + labels_t.nbytes
-        if not self.folder.fits(nbytes):
+        if self.folder.make_room(nbytes, keep=[path.stem]) is None:
             from .cache_store import human
 
             log.warning("%d feature vectors (%s) exceed the feature cache's budget of %s at %s: used, not stored "
                         "(raise it with $TRANSFERKIT_CACHE_BUDGET)", len(features), human(nbytes),
                         human(self.folder.budget), self.root)
             return features, labels_t
-        self.folder.make_room(nbytes, keep=[path.stem])
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"features": features.contiguous(), "labels": labels_t.contiguous()}, str(tmp))

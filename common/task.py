@@ -52,7 +52,6 @@ INFO_FILE = "transferkit.json"
 LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # fit keywords that set the loop
 #: which folder :meth:`TransferTask.save_files` / :meth:`TransferTask.load_files` write or read
 FolderKind = Literal["export", "run"]
-FOLDER_KINDS = ("export", "run")
 #: the persistence hooks before save_files / load_files, still honoured with a DeprecationWarning
 OLD_PERSISTENCE_HOOKS = ("export", "restore", "run_meta", "write_run_assets", "from_run_meta")
 
@@ -228,8 +227,9 @@ class TransferTask(PushToHubMixin, ABC):
         again, which is how a learning curve trains many probes on one pass of the encoder.
         """
         self.train_info = {"base_model": self.encoder.spec, "strategy": self.strategy.name, **self.recipe_info, **data.info}
-        self.results = self._run_stages(config, data, callbacks, features)
-        self._write_run_file(config)
+        facts = self._save_run_files(config)
+        self.results = self._run_stages(config, data, callbacks, features, facts)
+        self._write_run_file(config, facts)
         return self.results
 
     def clone(self, strategy: str | Strategy | None = None, *, model: nn.Module | None = None) -> TransferTask:
@@ -249,24 +249,27 @@ class TransferTask(PushToHubMixin, ABC):
         if not self.auto:
             self.strategy = get_strategy(strategy)
 
-    _set_strategy = set_strategy  # the name before it became public
-
     def search(self, train: Any, eval: Any = None, *, config: TrainConfig, **options: Any) -> dict[str, TrainResult]:
         """``strategy="auto"``: pick the recipe on a dev split of ``train``, then train it (classifiers)."""
         raise NotImplementedError(f"{type(self).__name__} has no recipe search; pass a strategy")
 
-    def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = (),
-                    features: StageData | None = None) -> dict[str, TrainResult]:
+    def _save_run_files(self, config: TrainConfig) -> dict[str, Any]:
+        """The run folder's own files, written before training (an interrupted run keeps them) by the main
+        process; the facts :meth:`save_files` returned ({} on the other processes)."""
         from .trainer import process_state
 
+        if not process_state().is_main_process:
+            return {}
+        run_dir = Path(config.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return self.save_files(run_dir, "run")
+
+    def _run_stages(self, config: TrainConfig, data: TrainingData, callbacks: Sequence = (),
+                    features: StageData | None = None, facts: dict[str, Any] | None = None) -> dict[str, TrainResult]:
         stages = self.strategy.stages()
         run_dir = Path(config.output_dir)
         results: dict[str, TrainResult] = {}
-        # the run folder's own files first (an interrupted run keeps them); the main process writes them
-        facts = {}
-        if process_state().is_main_process:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            facts = self.save_files(run_dir, "run")
+        facts = facts or {}
         for stage in stages:
             cfg = stage.stage_config(config).replace(output_dir=str(run_dir / stage.name if len(stages) > 1 else run_dir))
             groups = stage.param_groups(self.encoder, self.head, cfg)
@@ -298,7 +301,8 @@ class TransferTask(PushToHubMixin, ABC):
             self.model = trainer.model
         return results
 
-    def _write_run_file(self, config: TrainConfig) -> None:
+    def _write_run_file(self, config: TrainConfig, facts: dict[str, Any] | None = None) -> None:
+        """The run file; ``facts``: what :meth:`save_files` returned for this run folder (written again if None)."""
         from .trainer import process_state
 
         if not process_state().is_main_process:  # under several processes the main one writes the run folder
@@ -306,8 +310,9 @@ class TransferTask(PushToHubMixin, ABC):
         run_dir = Path(config.output_dir)
         stages = self.strategy.stages()
         final = run_dir / stages[-1].name if len(stages) > 1 else run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        facts = self.save_files(run_dir, "run")
+        if facts is None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            facts = self.save_files(run_dir, "run")
         (run_dir / RUN_FILE).write_text(json.dumps(
             {**self.train_info, "task": type(self).__name__, "base_model": str(self.encoder.spec),
              "strategy": self.strategy.to_dict(), "final_stage_dir": str(final.resolve()), "config": config.to_dict(),

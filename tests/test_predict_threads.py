@@ -51,3 +51,21 @@ def test_audio_predict_with_threads_equals_predict_without(tmp_path):
     threaded = clf.predict(paths, batch_size=3, workers=2)
     assert len(plain) == 11 and threaded == plain
     assert len({round(p["score"], 6) for p in plain}) > 1
+
+
+def test_image_predict_takes_one_path_pil_image_or_array_as_a_list_of_one(tmp_path):
+    from conftest import tiny_vit
+    from PIL import Image
+
+    torch.manual_seed(0)
+    clf = ImageClassifier.from_pretrained(str(tiny_vit(tmp_path / "vit")), labels=["bright", "dark"])
+    images, labels = two_class_images(n=2)
+    path = sorted(str(p) for p in write_folder(tmp_path / "imgs", images, labels).rglob("*.png"))[0]
+    expected = clf.predict([path], workers=0)
+    assert len(expected) == 1
+    assert clf.predict(path, workers=0) == expected
+    with Image.open(path) as img:
+        pil = img.convert("RGB")
+    assert clf.predict(pil, workers=0) == clf.predict([pil], workers=0) and len(clf.predict(pil)) == 1
+    array = np.asarray(pil)
+    assert clf.predict(array, workers=0) == clf.predict([array], workers=0) and len(clf.predict(array)) == 1

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
@@ -270,9 +271,9 @@ class ImageClassifier(TransferClassifier):
         batch's activations outgrow the caches), so large batches only pay where the device is wide."""
         if batch_size is None:
             batch_size = CPU_PREDICT_BATCH if next(self.model.parameters()).device.type == "cpu" else 64
-        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
-            images = [images]
-        return self._predict(list(images), batch_size, workers)
+        if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]  # one image; a single path is wrapped by the base predict
+        return super().predict(images, batch_size=batch_size, workers=workers)
 
 
 CPU_PREDICT_BATCH = 2  # photos per forward pass when predicting on a CPU (see ImageClassifier.predict)
