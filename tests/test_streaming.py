@@ -65,8 +65,9 @@ def test_evaluation_on_a_stream_equals_evaluation_on_the_same_list(tmp_path):
     def run(eval_data, name):
         cfg = TrainConfig(output_dir=str(tmp_path / name), batch_size=5, max_steps=6, progress=False, plot=False,
                           metric_for_best="eval_loss", greater_is_better=False)
-        return Trainer(toy_model(), cfg, compute_loss=toy_loss).fit(_Iterable(toy_rows()), eval_data, collate_fn=noisy_collate,
-                                                              eval_collate_fn=torch.utils.data.default_collate)
+        return Trainer(toy_model(), cfg, compute_loss=toy_loss).fit(_Iterable(toy_rows()), eval_data,
+                                                                    collate_fn=noisy_collate,
+                                                                    eval_collate_fn=torch.utils.data.default_collate)
 
     streamed, listed = run(_Iterable(toy_rows(7, seed=1)), "stream"), run(toy_rows(7, seed=1), "list")
     assert streamed.steps == listed.steps == 6
@@ -89,8 +90,10 @@ def test_trainer_stream_killed_mid_pass_resumes_to_the_same_weights(tmp_path, bu
     assert result.steps == 9
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "killed", callbacks=[_Kill(kill_at=8)])  # step checkpoint at 6 (pass 2, batch 1)
-    resumed, result = fit(tmp_path / "killed", resume=True)
+    counter = _Kill()
+    resumed, result = fit(tmp_path / "killed", resume=True, callbacks=[counter])
     assert result.steps == 9
+    assert counter.batches == 3  # only steps 7-9: it went on from the step-6 checkpoint rather than starting again
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -167,8 +170,10 @@ def test_streaming_imagefolder_killed_after_a_step_checkpoint_resumes_exactly(vi
     with pytest.raises(KeyboardInterrupt):
         _classifier(vit_dir).fit(image_stream(), callbacks=[_Kill(kill_at=7, key="pixel_values")], **opts)
     resumed = _classifier(vit_dir)
-    result = resumed.fit(image_stream(), resume=True, **opts)["finetune"]
+    counter = _Kill(key="pixel_values")
+    result = resumed.fit(image_stream(), resume=True, callbacks=[counter], **opts)["finetune"]
     assert result.steps == 8
+    assert counter.batches == 2  # only steps 7-8: it went on from the step-6 checkpoint rather than starting again
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 
