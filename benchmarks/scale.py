@@ -166,7 +166,6 @@ def write_jpegs(root: Path, n: int) -> Path:
     import io
 
     from PIL import Image
-    from tqdm.auto import tqdm
 
     rng = np.random.default_rng(n)
     encoded = []
@@ -176,11 +175,7 @@ def write_jpegs(root: Path, n: int) -> Path:
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=85)
         encoded.append(buf.getvalue())
-    for k in range(10):
-        (root / f"c{k}").mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(n), desc=f"writing {n} JPEGs", leave=False, mininterval=5):
-        (root / f"c{i % 10}" / f"{i:06d}.jpg").write_bytes(encoded[i % len(encoded)])
-    return root
+    return _write_round_robin(root, encoded, n, ".jpg", "JPEGs")
 
 
 def write_clips(root: Path, n: int) -> Path:
@@ -188,7 +183,6 @@ def write_clips(root: Path, n: int) -> Path:
     import io
 
     import soundfile as sf
-    from tqdm.auto import tqdm
 
     rng = np.random.default_rng(1)
     t = np.arange(8000) / 8000
@@ -198,10 +192,17 @@ def write_clips(root: Path, n: int) -> Path:
         buf = io.BytesIO()
         sf.write(buf, wave.astype(np.float32), 8000, subtype="PCM_16", format="WAV")
         encoded.append(buf.getvalue())
+    return _write_round_robin(root, encoded, n, ".wav", "clips")
+
+
+def _write_round_robin(root: Path, encoded: list[bytes], n: int, suffix: str, what: str) -> Path:
+    """Write ``n`` files into class folders ``c0``..``c9`` (file ``i`` in ``c{i % 10}``), cycling through ``encoded``."""
+    from tqdm.auto import tqdm
+
     for k in range(10):
         (root / f"c{k}").mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(n), desc=f"writing {n} clips", leave=False, mininterval=5):
-        (root / f"c{i % 10}" / f"{i:06d}.wav").write_bytes(encoded[i % len(encoded)])
+    for i in tqdm(range(n), desc=f"writing {n} {what}", leave=False, mininterval=5):
+        (root / f"c{i % 10}" / f"{i:06d}{suffix}").write_bytes(encoded[i % len(encoded)])
     return root
 
 

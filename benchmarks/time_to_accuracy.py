@@ -136,27 +136,6 @@ def side_tk(kind: str, prep: dict, seed: int, log: Log, work: Path, smoke: bool,
                 callbacks=[Record()], **({"probe_epochs": 3} if smoke else {}))
 
 
-class _WithLoss:
-    """Built lazily (torch imported in the child only): the model plus its loss, as Trainer wants it."""
-
-    @staticmethod
-    def build(model):
-        import torch
-
-        class WithLoss(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, labels=None, pixel_values=None, input_values=None, attention_mask=None):
-                given = {"pixel_values": pixel_values, "input_values": input_values, "attention_mask": attention_mask}
-                logits = self.model(**{k: v for k, v in given.items() if v is not None})
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
-                return {"loss": loss, "logits": logits}
-
-        return WithLoss()
-
-
 def model_for(kind: str, n_labels: int, seed: int):
     from transferkit.common import ClassificationModel, load_encoder
 
@@ -183,6 +162,7 @@ def side_hf(kind: str, prep: dict, seed: int, log: Log, work: Path, smoke: bool)
     import numpy as np
     import torch
     from datasets import Dataset
+    from throughput_user import _WithLoss  # the same wrapper the throughput benchmark trains
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
@@ -241,7 +221,7 @@ def side_hf(kind: str, prep: dict, seed: int, log: Log, work: Path, smoke: bool)
     args = TrainingArguments(output_dir=str(work / "hf"), use_cpu=True, seed=seed, eval_strategy="epoch",
                              save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
                              remove_unused_columns=False, dataloader_num_workers=0)
-    trainer = Trainer(model=_WithLoss.build(model), args=args, train_dataset=make(tp, ty, True),
+    trainer = Trainer(model=_WithLoss(model), args=args, train_dataset=make(tp, ty, True),
                       eval_dataset=make(vp, vy, False), data_collator=collate, compute_metrics=accuracy,
                       callbacks=[Record()])
     trainer.train()

@@ -63,3 +63,30 @@ def write_folder(root: Path, images, labels) -> Path:
         (root / label).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(root / label / f"{i:03d}.png")
     return root
+
+
+def toy_rows(n: int = 24, seed: int = 0) -> list[dict]:
+    """``n`` rows of 6 random features, labelled by the sign of the first: a toy set for Trainer tests."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    return [{"x": x[i], "labels": y[i]} for i in range(n)]
+
+
+def noisy_collate(rows):
+    """Augmentation that draws from torch's and numpy's global generators, like a real one."""
+    x = torch.stack([r["x"] for r in rows])
+    x = x + 0.1 * torch.randn_like(x) + torch.from_numpy(np.random.normal(0, 0.1, x.shape).astype(np.float32))
+    return {"x": x, "labels": torch.stack([r["labels"] for r in rows])}
+
+
+def toy_model():
+    """A seeded small MLP with dropout (so the run's random state matters) for ``toy_rows``."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+
+def toy_loss(model, batch):
+    return torch.nn.functional.cross_entropy(model(batch["x"]), batch["labels"])

@@ -3,11 +3,9 @@ steps instead of epochs, a seeded shuffle buffer, evaluation on a stream, and ex
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from conftest import two_class_images, write_folder
-from torch import nn
+from conftest import noisy_collate, toy_loss, toy_model, toy_rows, two_class_images, write_folder
 
 from transferkit.common import Callback, TrainConfig, Trainer
 from transferkit.common.streams import StreamReader, is_stream
@@ -21,28 +19,6 @@ class _Iterable:
 
     def __iter__(self):
         return iter(self.rows)
-
-
-def _rows(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, generator=g)
-    y = (x[:, 0] > 0).long()
-    return [{"x": x[i], "labels": y[i]} for i in range(n)]
-
-
-def _noisy_collate(rows):
-    x = torch.stack([r["x"] for r in rows])
-    x = x + 0.1 * torch.randn_like(x) + torch.from_numpy(np.random.normal(0, 0.1, x.shape).astype(np.float32))
-    return {"x": x, "labels": torch.stack([r["labels"] for r in rows])}
-
-
-def _model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
-
-
-def _loss(model, batch):
-    return nn.functional.cross_entropy(model(batch["x"]), batch["labels"])
 
 
 class _Kill(Callback):
@@ -70,29 +46,30 @@ def test_buffer_shuffle_is_seeded_per_pass_and_keeps_every_example():
 def test_a_stream_without_max_steps_is_refused_naming_it(tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), batch_size=4, progress=False, plot=False)
     with pytest.raises(ValueError, match="max_steps"):
-        Trainer(_model(), cfg, compute_loss=_loss).fit(_Iterable(_rows()), collate_fn=_noisy_collate)
+        Trainer(toy_model(), cfg, compute_loss=toy_loss).fit(_Iterable(toy_rows()), collate_fn=noisy_collate)
 
 
 def test_max_steps_overrides_epochs_on_a_map_style_set(tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), epochs=10, batch_size=5, max_steps=7, progress=False, plot=False)
-    result = Trainer(_model(), cfg, compute_loss=_loss).fit(_rows(), collate_fn=_noisy_collate)
+    result = Trainer(toy_model(), cfg, compute_loss=toy_loss).fit(toy_rows(), collate_fn=noisy_collate)
     assert result.steps == 7 and [r["epoch"] for r in result.history] == [1, 2]  # 5 steps an epoch
 
 
 def test_a_one_shot_generator_is_refused_on_its_second_pass(tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), batch_size=8, max_steps=5, progress=False, plot=False)
     with pytest.raises(ValueError, match="read again"):
-        Trainer(_model(), cfg, compute_loss=_loss).fit((r for r in _rows()), collate_fn=_noisy_collate)
+        Trainer(toy_model(), cfg, compute_loss=toy_loss).fit((r for r in toy_rows()), collate_fn=noisy_collate)
 
 
 def test_evaluation_on_a_stream_equals_evaluation_on_the_same_list(tmp_path):
     def run(eval_data, name):
         cfg = TrainConfig(output_dir=str(tmp_path / name), batch_size=5, max_steps=6, progress=False, plot=False,
                           metric_for_best="eval_loss", greater_is_better=False)
-        return Trainer(_model(), cfg, compute_loss=_loss).fit(_Iterable(_rows()), eval_data, collate_fn=_noisy_collate,
-                                                              eval_collate_fn=torch.utils.data.default_collate)
+        return Trainer(toy_model(), cfg, compute_loss=toy_loss).fit(_Iterable(toy_rows()), eval_data,
+                                                                    collate_fn=noisy_collate,
+                                                                    eval_collate_fn=torch.utils.data.default_collate)
 
-    streamed, listed = run(_Iterable(_rows(7, seed=1)), "stream"), run(_rows(7, seed=1), "list")
+    streamed, listed = run(_Iterable(toy_rows(7, seed=1)), "stream"), run(toy_rows(7, seed=1), "list")
     assert streamed.steps == listed.steps == 6
     # After pass 1 both models are the same (a map-style eval loader then draws a seed, so pass 2 differs).
     assert streamed.history[0]["eval_loss"] == pytest.approx(listed.history[0]["eval_loss"], abs=1e-6)
@@ -105,16 +82,18 @@ def test_trainer_stream_killed_mid_pass_resumes_to_the_same_weights(tmp_path, bu
     def fit(path, **kw):
         cfg = TrainConfig(output_dir=str(path), batch_size=5, max_steps=9, save_steps=3, shuffle_buffer=buffer,
                           lr=1e-2, progress=False, plot=False, **{k: v for k, v in kw.items() if k != "callbacks"})
-        trainer = Trainer(_model(), cfg, compute_loss=_loss, callbacks=kw.get("callbacks", ()))
-        result = trainer.fit(_Iterable(_rows()), collate_fn=_noisy_collate)
+        trainer = Trainer(toy_model(), cfg, compute_loss=toy_loss, callbacks=kw.get("callbacks", ()))
+        result = trainer.fit(_Iterable(toy_rows()), collate_fn=noisy_collate)
         return trainer.model, result
 
     whole, result = fit(tmp_path / "whole")
     assert result.steps == 9
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "killed", callbacks=[_Kill(kill_at=8)])  # step checkpoint at 6 (pass 2, batch 1)
-    resumed, result = fit(tmp_path / "killed", resume=True)
+    counter = _Kill()
+    resumed, result = fit(tmp_path / "killed", resume=True, callbacks=[counter])
     assert result.steps == 9
+    assert counter.batches == 3  # only steps 7-9: it went on from the step-6 checkpoint rather than starting again
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -206,8 +185,10 @@ def test_streaming_imagefolder_killed_after_a_step_checkpoint_resumes_exactly(vi
     with pytest.raises(KeyboardInterrupt):
         _classifier(vit_dir).fit(image_stream(), callbacks=[_Kill(kill_at=7, key="pixel_values")], **opts)
     resumed = _classifier(vit_dir)
-    result = resumed.fit(image_stream(), resume=True, **opts)["finetune"]
+    counter = _Kill(key="pixel_values")
+    result = resumed.fit(image_stream(), resume=True, callbacks=[counter], **opts)["finetune"]
     assert result.steps == 8
+    assert counter.batches == 2  # only steps 7-8: it went on from the step-6 checkpoint rather than starting again
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 

@@ -5,35 +5,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import noisy_collate, toy_loss, toy_model, toy_rows
 
 from transferkit.common import Callback, TrainConfig, Trainer
-
-
-def _data(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, generator=g)
-    y = (x[:, 0] > 0).long()
-    return [{"x": x[i], "labels": y[i]} for i in range(n)]
-
-
-def _noisy_collate(rows):
-    """Augmentation that draws from torch's and numpy's global generators, like a real one."""
-    x = torch.stack([r["x"] for r in rows])
-    x = x + 0.1 * torch.randn_like(x) + torch.from_numpy(np.random.normal(0, 0.1, x.shape).astype(np.float32))
-    return {"x": x, "labels": torch.stack([r["labels"] for r in rows])}
-
-
-def _model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
-
-
-def _loss(model, batch):
-    return nn.functional.cross_entropy(model(batch["x"]), batch["labels"])
 
 
 def _cfg(path, **kw):
@@ -53,9 +29,9 @@ class _Count(Callback):
 
 
 def _fit(path, callbacks=(), evaluate=None, **kw):
-    model = _model()
-    trainer = Trainer(model, _cfg(path, **kw), compute_loss=_loss, callbacks=callbacks, evaluate=evaluate)
-    result = trainer.fit(_data(), _data(6, seed=1) if evaluate else None, collate_fn=_noisy_collate)
+    model = toy_model()
+    trainer = Trainer(model, _cfg(path, **kw), compute_loss=toy_loss, callbacks=callbacks, evaluate=evaluate)
+    result = trainer.fit(toy_rows(), toy_rows(6, seed=1) if evaluate else None, collate_fn=noisy_collate)
     return trainer.model, result
 
 
@@ -190,8 +166,8 @@ def test_with_loader_workers_a_resume_matches_when_loading_is_deterministic(tmp_
     batch 8: resumed from the step checkpoint after batch 6, or from the end of epoch 1."""
 
     def fit(path, callbacks=(), **kw):
-        model = _model()
-        Trainer(model, _cfg(path, num_workers=1, **kw), compute_loss=_loss, callbacks=callbacks).fit(_data())
+        model = toy_model()
+        Trainer(model, _cfg(path, num_workers=1, **kw), compute_loss=toy_loss, callbacks=callbacks).fit(toy_rows())
         return model
 
     ref = fit(tmp_path / "ref")
