@@ -7,6 +7,14 @@ the last hidden state with the same item embeddings (input and output tables are
 here with the full softmax over the catalogue at every position, the cross-entropy loss RecBole's
 SASRec uses by default, rather than the paper's one sampled negative.
 
+Time (``SequentialConfig.time_features``): order alone cannot tell a user who comes back after two
+months from one who pauses for a minute, nor what the catalogue's week looks like. With ``"gap"`` the
+state that scores the next item gets a learned vector for the time since the user's previous event
+(log2 hours, :data:`GAP_BUCKETS` buckets), with ``"gap+period"`` also one for the calendar period of
+the event it predicts (counted back from the end of training; serving uses the latest). Both start at
+zero, so a model with them begins as plain SASRec; the time-interval idea follows TiSASRec (Li, Wang &
+McAuley, WSDM 2020), added here to the query rather than inside attention.
+
 What is transfer-specific is the item side: an item vector is ``proj(scale * base[i]) + delta[i]``,
 where ``base`` holds pretrained rows (EmbeddingTables factors or content embeddings of titles),
 ``proj`` maps their width onto the model's, and ``delta`` is a residual table. ``item_training``
@@ -24,9 +32,26 @@ from torch import nn
 
 from transferkit.common.config import check_settings, setting
 
-__all__ = ["ITEM_TRAINING", "SASRecNet", "SequentialConfig"]
+__all__ = ["GAP_BUCKETS", "ITEM_TRAINING", "TIME_FEATURES", "SASRecNet", "SequentialConfig", "gap_buckets",
+           "period_buckets"]
 
 ITEM_TRAINING = ("frozen", "partial", "finetune")
+TIME_FEATURES = ("none", "gap", "gap+period")
+GAP_BUCKETS = 16  # log2(hours + 1) rounded down: 0 = within the hour ... 15 = about four years and more
+DAY = 86400.0
+
+
+def gap_buckets(seconds: np.ndarray) -> np.ndarray:
+    """Bucket of each time gap: floor(log2(hours + 1)), clipped to [0, GAP_BUCKETS - 1] (negative = 0)."""
+    hours = np.maximum(np.asarray(seconds, np.float64), 0.0) / 3600.0
+    return np.clip(np.floor(np.log2(hours + 1.0)), 0, GAP_BUCKETS - 1).astype(np.int64)
+
+
+def period_buckets(times: np.ndarray, end: float, period_days: float, periods: int) -> np.ndarray:
+    """Calendar period of each time counted back from ``end``: ``periods - 1`` holds (end - period, end]
+    and anything later (serving), 0 holds everything older than the other buckets."""
+    back = np.floor((end - np.asarray(times, np.float64)) / (period_days * DAY))
+    return np.clip(periods - 1 - np.maximum(back, 0), 0, periods - 1).astype(np.int64)
 
 
 @dataclass
@@ -52,6 +77,19 @@ class SequentialConfig:
                                               "the attention learn), partial (rows fixed plus a residual table "
                                               "that starts at zero and learns), finetune (the rows learn too). "
                                               "Ignored when training from scratch.", choices=ITEM_TRAINING)
+    time_features: str = setting("none", "none: order only (SASRec); gap: the time since the user's previous "
+                                         "event also shapes the query; gap+period: and the calendar period "
+                                         "of the predicted event (the catalogue's drift). Needs event times.",
+                                 choices=TIME_FEATURES)
+    period_days: float = setting(7.0, "Length of a calendar period for time_features='gap+period', in days.",
+                                 gt=0)
+    periods: int = setting(26, "Periods back from the end of training with their own vector; older events "
+                                "share the first.", ge=1)
+    item_bias: bool = setting(False, "A learned score offset per item, added to every user's scores.")
+    target_threshold: float = setting(0.0, "Events whose weight is below this are read as history but never "
+                                           "trained on as a next item (4.0 with 1-5 ratings as weights: learn "
+                                           "what users go on to like, the relevance most benchmarks score).",
+                                      ge=0)
     seed: int = setting(0, "Seed of the random initialisation.")
 
     def __post_init__(self) -> None:
@@ -111,6 +149,13 @@ class SASRecNet(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
         self.norm = nn.LayerNorm(d)
+        # time vectors start at zero: with them the model begins as plain SASRec and learns what time adds
+        self.gap = nn.Embedding(GAP_BUCKETS, d) if config.time_features != "none" else None
+        self.period = nn.Embedding(config.periods, d) if config.time_features == "gap+period" else None
+        for table in (self.gap, self.period):
+            if table is not None:
+                nn.init.zeros_(table.weight)
+        self.bias = nn.Parameter(torch.zeros(n_items)) if config.item_bias else None
 
     @property
     def n_items(self) -> int:
@@ -139,14 +184,37 @@ class SASRecNet(nn.Module):
         h = self.blocks(x, mask=mask)
         return self.norm(h)
 
-    def forward(self, seqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the next item at every non-padded position (targets 0 are skipped)."""
-        items = self.item_vectors()
-        h = self.encode(seqs, items)
-        keep = targets > 0
-        logits = h[keep] @ items.T
-        return nn.functional.cross_entropy(logits, targets[keep] - 1)
+    def with_time(self, h: torch.Tensor, gaps: torch.Tensor | None, periods: torch.Tensor | None) -> torch.Tensor:
+        """``h`` plus the vectors of the time gap before, and the period of, the event each state predicts."""
+        if self.gap is not None:
+            if gaps is None:
+                raise ValueError("this model reads time (time_features="
+                                 f"{self.config.time_features!r}): pass the gap buckets")
+            h = h + self.gap(gaps)
+        if self.period is not None:
+            if periods is None:
+                raise ValueError("this model reads calendar periods: pass the period buckets")
+            h = h + self.period(periods)
+        return h
 
-    def last_state(self, seqs: torch.Tensor) -> torch.Tensor:
-        """(batch, dim) state after each sequence's last item: the user's query vector."""
-        return self.encode(seqs)[:, -1]
+    def logits(self, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every item for each state (the item bias included)."""
+        items = self.item_vectors() if items is None else items
+        out = h @ items.T
+        return out + self.bias if self.bias is not None else out
+
+    def forward(self, seqs: torch.Tensor, targets: torch.Tensor, gaps: torch.Tensor | None = None,
+                periods: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the next item at every non-padded position (targets 0 are skipped);
+        ``gaps`` / ``periods`` are the buckets of each target's gap and period (time models only)."""
+        items = self.item_vectors()
+        h = self.with_time(self.encode(seqs, items), gaps, periods)
+        keep = targets > 0
+        return nn.functional.cross_entropy(self.logits(h[keep], items), targets[keep] - 1)
+
+    def last_state(self, seqs: torch.Tensor, gaps: torch.Tensor | None = None,
+                   periods: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, dim) state after each sequence's last item, for an event after ``gaps`` in period
+        ``periods`` (one bucket per sequence; time models only): the user's query vector."""
+        h = self.encode(seqs)[:, -1]
+        return self.with_time(h, gaps, periods)

@@ -27,16 +27,16 @@ import torch
 
 from .base import OnUnknown, Recommender, UserScores
 from .data import Interactions, id_index, plain_id
-from .sasrec import SASRecNet, SequentialConfig
+from .sasrec import SASRecNet, SequentialConfig, gap_buckets, period_buckets
 from .tables import EmbeddingTables
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SequentialRecommender", "sequences", "windows"]
+__all__ = ["SequentialRecommender", "event_sequences", "sequences", "windows"]
 
 
-def sequences(inter: Interactions, item_cols: np.ndarray | None = None) -> list[np.ndarray]:
-    """Each user's item columns in time order (ties by column), one array per row of ``inter``.
+def event_sequences(inter: Interactions, item_cols: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+    """Each user's (item columns, times, weights) in time order (ties by column), one per row of ``inter``.
 
     ``item_cols`` maps ``inter``'s item columns to another id space (-1: dropped).
     """
@@ -44,30 +44,52 @@ def sequences(inter: Interactions, item_cols: np.ndarray | None = None) -> list[
         raise ValueError("a sequential model needs the order of events: build Interactions with time='<column>'")
     items = inter.items.astype(np.int64) if item_cols is None else item_cols[inter.items]
     keep = items >= 0
-    users, items, times = inter.users[keep], items[keep], inter.times[keep]
+    users, items, times = inter.users[keep], items[keep], inter.times[keep].astype(np.float64)
+    weights = inter.weights[keep].astype(np.float64)
     order = np.lexsort((items, times, users))
     bounds = np.searchsorted(users[order], np.arange(inter.n_users + 1))
-    ordered = items[order]
-    return [ordered[bounds[u]:bounds[u + 1]] for u in range(inter.n_users)]
+    cols = (items[order], times[order], weights[order])
+    return [tuple(c[bounds[u]:bounds[u + 1]] for c in cols) for u in range(inter.n_users)]
 
 
-def windows(seqs: Sequence[np.ndarray], max_len: int, latest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def sequences(inter: Interactions, item_cols: np.ndarray | None = None) -> list[np.ndarray]:
+    """Each user's item columns in time order (ties by column), one array per row of ``inter``.
+
+    ``item_cols`` maps ``inter``'s item columns to another id space (-1: dropped).
+    """
+    return [events[0] for events in event_sequences(inter, item_cols)]
+
+
+def windows(seqs: Sequence[np.ndarray], max_len: int, latest: bool = False,
+            aligned: Sequence[Sequence[np.ndarray]] = ()) -> tuple[torch.Tensor, ...]:
     """(inputs, targets) of training: each sequence cut from its end into windows of ``max_len`` + 1
     items (only the last window with ``latest``); inputs are the window without its last item, targets
-    shifted by one; 0 pads on the left."""
+    shifted by one; 0 pads on the left.
+
+    Each entry of ``aligned`` holds one array per sequence (same lengths, e.g. event times): it comes
+    back as a float64 (windows, max_len) tensor holding the value at each target's position (0 where
+    padded), after inputs and targets.
+    """
     inputs, targets = [], []
-    for seq in seqs:
+    extra: list[list[np.ndarray]] = [[] for _ in aligned]
+    for r, seq in enumerate(seqs):
         seq = np.asarray(seq, np.int64) + 1
         ends = range(len(seq), 1, -max_len)
         for end in ends[:1] if latest else ends:
-            chunk = seq[max(0, end - max_len - 1):end]
+            start = max(0, end - max_len - 1)
+            chunk = seq[start:end]
             x, y = np.zeros(max_len, np.int64), np.zeros(max_len, np.int64)
             x[max_len - len(chunk) + 1:], y[max_len - len(chunk) + 1:] = chunk[:-1], chunk[1:]
             inputs.append(x)
             targets.append(y)
+            for out, values in zip(extra, aligned):
+                row = np.zeros(max_len, np.float64)
+                row[max_len - len(chunk) + 1:] = np.asarray(values[r], np.float64)[start + 1:end]
+                out.append(row)
     if not inputs:
         raise ValueError("no user has two or more events in order: nothing to learn a next item from")
-    return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
+    return (torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets)),
+            *(torch.from_numpy(np.stack(out)) for out in extra))
 
 
 def _left_pad(seqs: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -110,6 +132,8 @@ class SequentialRecommender(Recommender):
         self.item_counts = np.zeros(len(self.item_ids), np.int64)
         self.history: Interactions | None = None
         self.content_mapper: Any = None
+        self.time_end: float | None = None  # the latest training event: where calendar periods count from
+        self.serve_time: float | None = None  # "now" for time models; None: the later of time_end and a user's last event
 
     # -- transfer -------------------------------------------------------------------------------------
     @classmethod
@@ -190,6 +214,8 @@ class SequentialRecommender(Recommender):
                 net.base = base
             if net.delta is not None:
                 net.delta = torch.nn.Parameter(torch.cat([net.delta.detach(), torch.zeros(len(new), net.delta.shape[1])]))
+            if net.bias is not None:  # a new item starts at the mean offset: no events say it is better or worse
+                net.bias = torch.nn.Parameter(torch.cat([net.bias.detach(), net.bias.detach().mean().repeat(len(new))]))
         self.item_ids = self.item_ids + new
         self.item_counts = np.concatenate([self.item_counts, np.zeros(len(new), np.int64)])
         self.__dict__.pop("item_index", None)  # the cached id map is stale
@@ -230,8 +256,7 @@ class SequentialRecommender(Recommender):
         unknown = int((cols[train.items] < 0).sum())
         if unknown:
             log.info("fit: skipped %d events on items outside the model's catalogue", unknown)
-        inputs, targets = windows(sequences(train, cols), self.config.max_len,
-                                  latest=self.config.train_windows == "latest")
+        tensors = self._training_windows(train, cols)
         self.user_ids = list(train.user_ids)
         self.__dict__.pop("user_index", None)
         self.user_counts = train.user_counts()
@@ -241,19 +266,58 @@ class SequentialRecommender(Recommender):
         trainer = Trainer(self.net, config, compute_loss=lambda net, batch: net(*batch), callbacks=callbacks,
                           run_info={"recsys_model": "sequential", "source": self.source,
                                     "sequential": asdict(self.config)})
-        result = trainer.fit(torch.utils.data.TensorDataset(inputs, targets))
+        result = trainer.fit(torch.utils.data.TensorDataset(*tensors))
         self.net = trainer.model
         return result
 
+    def _training_windows(self, train: Interactions, cols: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The Trainer's tensors: inputs, targets (below ``target_threshold``: 0, not trained on) and, for
+        time models, each target's gap and period buckets."""
+        cfg = self.config
+        events = event_sequences(train, cols)
+        gaps = [np.diff(times, prepend=times[:1]) for _, times, _ in events]
+        x, y, times, gap, weight = windows([e[0] for e in events], cfg.max_len, latest=cfg.train_windows == "latest",
+                                           aligned=([e[1] for e in events], gaps, [e[2] for e in events]))
+        if cfg.target_threshold > 0:
+            kept = (y > 0) & (weight >= cfg.target_threshold)
+            if not kept.any():
+                raise ValueError(f"no event reaches target_threshold={cfg.target_threshold:g}: lower it, or pass "
+                                 "Interactions whose weights are the ratings")
+            y = torch.where(kept, y, torch.zeros_like(y))
+        self.time_end = float(train.times.max())
+        if cfg.time_features == "none":
+            return x, y
+        return (x, y, torch.from_numpy(gap_buckets(gap.numpy())),
+                torch.from_numpy(period_buckets(times.numpy(), self.time_end, cfg.period_days, cfg.periods)))
+
+    def _time_buckets(self, last: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gap and period buckets of the next event for users whose last events were at ``last``."""
+        cfg = self.config
+        if cfg.time_features == "none":
+            return None, None
+        if self.time_end is None:
+            raise ValueError("this time model has not been trained: fit it, or load a saved one")
+        now = np.maximum(self.time_end, last) if self.serve_time is None else np.full(len(last), self.serve_time)
+        periods = period_buckets(now, self.time_end, cfg.period_days, cfg.periods)
+        return torch.from_numpy(gap_buckets(now - last)), torch.from_numpy(periods)
+
     # -- serving --------------------------------------------------------------------------------------
-    def user_vectors(self, seqs: Sequence[np.ndarray], batch_size: int = 512) -> np.ndarray:
-        """(len(seqs), dim) query vectors of item-column sequences (the latest ``max_len`` count)."""
+    def user_vectors(self, seqs: Sequence[np.ndarray], batch_size: int = 512,
+                     last_times: np.ndarray | None = None) -> np.ndarray:
+        """(len(seqs), dim) query vectors of item-column sequences (the latest ``max_len`` count);
+        time models also need each sequence's last event time (``last_times``)."""
+        if self.config.time_features != "none" and last_times is None:
+            raise ValueError("this model reads time: pass last_times (each user's latest event time)")
+        gaps, periods = self._time_buckets(np.asarray(last_times, np.float64)) if last_times is not None else (None, None)
         net, was_training = self.net, self.net.training
         net.eval()
         out = []
         with torch.no_grad():
             for start in range(0, len(seqs), batch_size):
-                out.append(net.last_state(_left_pad(seqs[start:start + batch_size], self.config.max_len)))
+                part = slice(start, start + batch_size)
+                out.append(net.last_state(_left_pad(seqs[part], self.config.max_len),
+                                          None if gaps is None else gaps[part],
+                                          None if periods is None else periods[part]))
         net.train(was_training)
         return torch.cat(out).float().numpy() if out else np.zeros((0, self.config.dim), np.float32)
 
@@ -261,20 +325,22 @@ class SequentialRecommender(Recommender):
         with torch.no_grad():
             return self.net.item_vectors().detach().float().cpu().numpy()
 
-    def _sequences_of(self, users: list, history: Interactions | None) -> list[np.ndarray]:
-        """Each user's events in ``history``; users with none there fall back to the training history."""
-        found: list[np.ndarray] = [np.zeros(0, np.int64)] * len(users)
+    def _sequences_of(self, users: list, history: Interactions | None) -> list[tuple[np.ndarray, ...]]:
+        """Each user's (items, times, weights) in ``history``; users with none there fall back to the
+        training history."""
+        empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        found: list[tuple[np.ndarray, ...]] = [empty] * len(users)
         for source in (history, self.history):
             if source is None:
                 continue
-            missing = [r for r, s in enumerate(found) if not len(s)]
+            missing = [r for r, s in enumerate(found) if not len(s[0])]
             rows = [source.user_index.get(plain_id(users[r]), -1) for r in missing]
             if not any(row >= 0 for row in rows):
                 continue
             cols = np.array([self.item_index.get(i, -1) for i in source.item_ids], dtype=np.int64)
             wanted = np.array(sorted({row for row in rows if row >= 0}))
             part = source.subset(np.isin(source.users, wanted))
-            seqs = sequences(part, cols)
+            seqs = event_sequences(part, cols)
             for r, row in zip(missing, rows):
                 if row >= 0:
                     found[r] = seqs[row]
@@ -286,13 +352,15 @@ class SequentialRecommender(Recommender):
         else:
             self._user_rows(users, unknown)  # the unknown-user rule, as every model applies it
         seqs = self._sequences_of(users, history)
-        empty = np.array([len(s) == 0 for s in seqs], dtype=bool)
+        empty = np.array([len(s[0]) == 0 for s in seqs], dtype=bool)
         vectors = np.zeros((len(users), self.config.dim), np.float32)
         idx = np.flatnonzero(~empty)
         if len(idx):
-            vectors[idx] = self.user_vectors([seqs[i] for i in idx])
+            vectors[idx] = self.user_vectors([seqs[i][0] for i in idx],
+                                             last_times=np.array([seqs[i][1][-1] for i in idx]))
         items = self.item_matrix()
-        return UserScores(lambda a, b: vectors[a:b] @ items.T, self._seen_matrix(users, history), empty)
+        bias = 0.0 if self.net.bias is None else self.net.bias.detach().float().cpu().numpy()
+        return UserScores(lambda a, b: vectors[a:b] @ items.T + bias, self._seen_matrix(users, history), empty)
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -301,7 +369,8 @@ class SequentialRecommender(Recommender):
         arrays.update(user_counts=self.user_counts, item_counts=self.item_counts)
         info = {"format": "transferkit.recsys.SequentialRecommender/1", "config": asdict(self.config),
                 "source": self.source, "mode": self.net.mode,
-                "base_width": None if self.net.mode == "scratch" else int(self.net.base.shape[1])}
+                "base_width": None if self.net.mode == "scratch" else int(self.net.base.shape[1]),
+                "time_end": self.time_end}
         return self._save_files(folder, "sequential", arrays, info)
 
     @classmethod
@@ -316,4 +385,5 @@ class SequentialRecommender(Recommender):
         model.net.load_state_dict(state, strict=True)
         model.user_ids = info["user_ids"]
         model.user_counts, model.item_counts = arrays["user_counts"], arrays["item_counts"]
+        model.time_end = info.get("time_end")
         return model

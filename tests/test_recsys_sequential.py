@@ -199,3 +199,115 @@ def test_settings_are_checked():
     model = SequentialRecommender(["a", "b"], SequentialConfig(dim=4, heads=2))
     with pytest.raises(ValueError, match="TrainConfig or keyword"):
         model.fit(Interactions.from_arrays(["u", "u"], ["a", "b"], times=[0, 1]), TrainConfig(), epochs=1)
+
+
+# -- time ----------------------------------------------------------------------------------------------
+DAY = 86400.0
+
+
+def return_world(n_users: int = 160, n_items: int = 20, length: int = 8, seed: int = 0):
+    """Users walk a cycle one minute per step; a user who comes back after a month goes to the item
+    "welcome-back" first. Every user's last event is at the same time ``end``, so one serving time asks
+    the same question of every user: after a minute the right answer is the next item on the cycle,
+    after a month it is "welcome-back"."""
+    rng = np.random.default_rng(seed)
+    cycle = rng.permutation(n_items)
+    users, items, times = [], [], []
+    end = 1_000 * DAY
+    for u in range(n_users):
+        start = rng.integers(n_items)
+        walk = [f"item{cycle[(start + t) % n_items]}" for t in range(length)]
+        stamps = [60.0 * t for t in range(length)]
+        if u % 2:  # half the users came back once: a month's gap, then welcome-back, then the walk again
+            at = int(rng.integers(2, length - 1))
+            walk = walk[:at] + ["welcome-back"] + walk[at:]
+            stamps = stamps[:at] + [stamps[at - 1] + 30 * DAY] + [s + 30 * DAY + 60 for s in stamps[at:]]
+        shift = end - stamps[-1]
+        users += [f"user{u}"] * len(walk)
+        items += walk
+        times += [s + shift for s in stamps]
+    answer = {f"user{u}": f"item{cycle[(start_of(items, users, f'user{u}', cycle) + 1) % n_items]}"
+              for u in range(n_users)}
+    return Interactions.from_arrays(users, items, times=times), answer, end
+
+
+def start_of(items, users, user, cycle) -> int:
+    """Position on the cycle of ``user``'s last item."""
+    last = [i for i, u in zip(items, users) if u == user][-1]
+    return int(np.flatnonzero(cycle == int(last[4:]))[0])
+
+
+@pytest.mark.parametrize("time_features", ["none", "gap"])
+def test_the_gap_since_the_last_event_changes_the_answer_only_for_a_time_model(time_features):
+    inter, answer, end = return_world()
+    config = SequentialConfig(dim=32, layers=1, heads=2, max_len=12, dropout=0.0, time_features=time_features)
+    model = SequentialRecommender(inter.item_ids, config)
+    model.fit(inter, epochs=40, batch_size=32, lr=1e-2, save_checkpoints=False)
+    users = list(answer)[::2]  # the users who never came back (welcome-back is not filtered as seen)
+    answer = {u: answer[u] for u in users}
+    model.serve_time = end + 60  # a minute later: the walk goes on
+    soon = hits_at_1(model, answer)
+    model.serve_time = end + 30 * DAY  # a month later: welcome-back first
+    ids, _ = model.recommend(users, N=1)
+    back = float(np.mean(ids[:, 0] == "welcome-back"))
+    if time_features == "gap":
+        assert soon >= 0.9 and back >= 0.9, (soon, back)
+    else:  # the same question twice: one answer, right at most for one of the two times
+        assert soon + back <= 1.0 + 1e-9, (soon, back)
+
+
+def test_time_buckets_count_back_from_the_end_of_training():
+    from transferkit.recsys.sasrec import GAP_BUCKETS, gap_buckets, period_buckets
+
+    hour = 3600.0
+    assert gap_buckets(np.array([-5.0, 0.0, 0.5 * hour, 1 * hour, 3 * hour, 1e12])).tolist() == [
+        0, 0, 0, 1, 2, GAP_BUCKETS - 1]
+    end = 100 * DAY
+    times = np.array([end + 5 * DAY, end, end - 6.9 * DAY, end - 7.1 * DAY, end - 300 * DAY])
+    assert period_buckets(times, end, period_days=7, periods=4).tolist() == [3, 3, 3, 2, 0]
+
+
+def test_targets_below_the_threshold_are_history_but_never_learned():
+    x, y, w = windows([np.array([0, 1, 2, 3])], max_len=3, aligned=([np.array([5.0, 1.0, 5.0, 2.0])],))
+    assert y.tolist() == [[2, 3, 4]] and w.tolist() == [[1.0, 5.0, 2.0]]  # each target's own weight
+    # item "low" always follows "a" with a rating of 1: with the threshold it is never the next item learned
+    users, items, ratings = [], [], []
+    for u in range(60):
+        users += [f"u{u}"] * 3
+        items += ["a", "low", "b"] if u % 2 else ["a", "b", "c"]
+        ratings += [5.0, 1.0, 5.0] if u % 2 else [5.0, 5.0, 5.0]
+    inter = Interactions.from_arrays(users, items, weights=ratings, times=[0, 1, 2] * 60)
+    probe = Interactions.from_arrays(["new"], ["a"], times=[0])
+    for threshold, learns_low in ((0.0, True), (4.0, False)):
+        model = SequentialRecommender(inter.item_ids, SequentialConfig(dim=16, layers=1, heads=2, max_len=4,
+                                                                       dropout=0.0, target_threshold=threshold))
+        model.fit(inter, epochs=30, batch_size=32, lr=1e-2, save_checkpoints=False)
+        scores = dict(zip(*[v[0] for v in model.recommend(["new"], N=4, history=probe, filter_seen=False,
+                                                          unknown="cold_start")]))
+        assert (scores["low"] > scores["c"]) == learns_low, (threshold, scores)
+    with pytest.raises(ValueError, match="target_threshold"):
+        SequentialRecommender(inter.item_ids, SequentialConfig(dim=8, heads=2, target_threshold=9.0)).fit(
+            inter, epochs=1, save_checkpoints=False)
+
+
+def test_a_time_model_with_item_bias_saves_loads_and_adds_items(tmp_path):
+    inter, answer, end = return_world(n_users=60)
+    content = np.random.default_rng(3).standard_normal((len(inter.item_ids), 6)).astype(np.float32)
+    config = SequentialConfig(dim=16, layers=1, heads=2, max_len=12, dropout=0.0, time_features="gap+period",
+                              item_bias=True, period_days=1.0, periods=4)
+    model = SequentialRecommender.from_content(inter.item_ids, content, config)
+    model.fit(inter, epochs=2, batch_size=64, lr=1e-2, save_checkpoints=False)
+    assert model.time_end == end and model.net.bias.detach().abs().sum() > 0
+    model.save(tmp_path / "seq")
+    loaded = SequentialRecommender.load(tmp_path / "seq")
+    assert loaded.time_end == end
+    users = list(answer)[:10]
+    a = model.recommend(users, N=5)
+    b = loaded.recommend(users, N=5, history=inter)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+    model.add_items(["fresh"], content[:1] + 1)
+    assert model.net.bias.shape[0] == len(model.item_ids)
+    np.testing.assert_allclose(float(model.net.bias[-1].detach()), float(model.net.bias[:-1].detach().mean()), rtol=1e-6)
+    with pytest.raises(ValueError, match="last_times"):
+        model.user_vectors([np.array([0, 1])])
