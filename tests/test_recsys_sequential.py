@@ -170,9 +170,11 @@ class _KillAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tmp_path, world):
+@pytest.mark.parametrize("time_features", ["none", "gap+period"])
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(tmp_path, world, time_features):
     inter, _ = world
-    config = SequentialConfig(dim=16, layers=1, heads=2, max_len=10, dropout=0.3)  # dropout draws: RNG must resume
+    config = SequentialConfig(dim=16, layers=1, heads=2, max_len=10, dropout=0.3,  # dropout draws: RNG must resume
+                              time_features=time_features, period_days=1 / 86400, periods=4)
 
     def run(folder, callbacks=(), resume=False):
         model = SequentialRecommender(inter.item_ids, config)
