@@ -23,6 +23,7 @@ from . import deprecation
 from .config import TrainConfig
 from .encoders import Encoder, load_encoder, quiet_transformers
 from .features import FeatureCache, fingerprint
+from .memory_format import channels_last
 from .metrics import ConfusionMatrix, per_class_report
 from .modality import DecodedItems, Modality, decodable, labelled_collate
 from .sources import dataset_targets, is_dataset
@@ -296,7 +297,7 @@ class TransferClassifier(TransferTask):
         device = next(self.model.parameters()).device
         chunks = [examples[start:start + batch_size] for start in range(0, len(examples), batch_size)]
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), channels_last(self.model):
             for batch in prepared_batches(self.prepare_inputs, chunks, workers):
                 out.append(self.model(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .memory_format import channels_last
+
 log = logging.getLogger(__name__)
 
 VERSION = 2  # part of every key: bump when what encoders are fed changes (2: images upright by EXIF)
@@ -107,7 +109,7 @@ class FeatureCache:
         encoder.eval().to(device)
         feats, labels = [], []
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
-        with torch.no_grad():
+        with torch.no_grad(), channels_last(encoder):
             for batch in tqdm(loader, desc="encoding features", disable=not progress, leave=False):
                 labels.append(batch.pop("labels"))
                 inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -197,7 +199,7 @@ def write_feature_shards(encoder: torch.nn.Module, examples: Any, folder: str | 
             n_shards, feats, labels = n_shards + 1, [], []
 
     reader = StreamReader(examples, batch_size, collate_fn)
-    with torch.no_grad():
+    with torch.no_grad(), channels_last(encoder):
         for batch in tqdm(reader.batches(1), desc="encoding features", disable=not progress, leave=False):
             labels.append(batch.pop("labels").numpy())
             inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

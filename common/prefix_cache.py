@@ -35,6 +35,7 @@ from torch import nn
 
 from .encoders import Encoder
 from .features import fingerprint
+from .memory_format import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +131,19 @@ class FrozenPrefix:
 
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
         name, acts, labels, size = None, [], [], 0
-        for batch in tqdm(loader, desc="caching frozen blocks", disable=not progress, leave=False):
-            labels.append(batch.pop("labels"))
-            if len(batch) != 1:
-                raise _NotReplayable(f"the encoder takes {sorted(batch)}; the cache replays one input tensor")
-            name = next(iter(batch))
-            out = self.outputs(batch)
-            if not torch.is_tensor(out):
-                raise _NotReplayable(f"layer {self.split - 1} returns {type(out).__name__}, not a tensor")
-            size += out.numel() * out.element_size()
-            if size > MAX_BYTES:
-                raise _NotReplayable(f"the frozen blocks' outputs exceed {MAX_BYTES / 1024**3:.0f} GiB")
-            acts.append(out.contiguous())
+        with channels_last(self.encoder):
+            for batch in tqdm(loader, desc="caching frozen blocks", disable=not progress, leave=False):
+                labels.append(batch.pop("labels"))
+                if len(batch) != 1:
+                    raise _NotReplayable(f"the encoder takes {sorted(batch)}; the cache replays one input tensor")
+                name = next(iter(batch))
+                out = self.outputs(batch)
+                if not torch.is_tensor(out):
+                    raise _NotReplayable(f"layer {self.split - 1} returns {type(out).__name__}, not a tensor")
+                size += out.numel() * out.element_size()
+                if size > MAX_BYTES:
+                    raise _NotReplayable(f"the frozen blocks' outputs exceed {MAX_BYTES / 1024**3:.0f} GiB")
+                acts.append(out.contiguous())
         return name, torch.cat(acts), torch.cat(labels)
 
     # -- replaying ---------------------------------------------------------------------------------

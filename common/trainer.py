@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
+from .memory_format import use_channels_last
 from .precision import resolve_mixed_precision
 from .resume import (
     STEP_PREFIX,
@@ -638,20 +639,6 @@ class Trainer:
                     n += 1
         if n:
             log.info("cast %d half-precision trainable tensors to fp32 for mixed-precision training", n)
-
-
-def use_channels_last(model: nn.Module, setting: bool | None) -> bool:
-    """``TrainConfig.channels_last`` for ``model``: as set, or (None) whether 2-D convolutions hold most of its
-    weights: a CNN yes, a ViT (one patch-embedding convolution) or a speech transformer no.
-
-    Example:
-        >>> use_channels_last(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2)), None)
-        True
-    """
-    if setting is not None:
-        return setting and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    conv = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
-    return conv > 0.5 * sum(p.numel() for p in model.parameters())
 
 
 def _freeze_frozen_norm_statistics(model: nn.Module) -> None:

@@ -51,3 +51,48 @@ def test_channels_last_default_is_on_for_cnns_only(vit_dir):
     vit = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
     assert use_channels_last(cnn.model, None) and not use_channels_last(vit.model, None)
     assert not use_channels_last(cnn.model, False) and use_channels_last(vit.model, True)
+
+
+def test_features_and_predictions_run_channels_last_and_match_the_plain_path(tmp_path, monkeypatch):
+    """Feature extraction and predict run a CNN channels-last (seen from inside its forward), give the plain
+    path's numbers, and hand the weights back in the plain format; inside fit's own conversion they leave it be."""
+    from transferkit.common.features import FeatureCache
+    from transferkit.common.memory_format import channels_last
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "decoded"))
+    folder = write_folder(tmp_path / "imgs", *two_class_images(n=8))
+    torch.manual_seed(0)
+    clf = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(16)), labels=["bright", "dark"])
+    stem = clf.encoder.module.stem
+    seen = []
+    stem.register_forward_hook(lambda m, i, o: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)
+                                                           and not m.weight.is_contiguous()))
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    batch = clf.prepare_inputs(paths)
+
+    with torch.no_grad():
+        plain_logits = clf.model(**batch)
+        plain_feats = clf.encoder(**batch)
+    assert seen == [False, False]
+    seen.clear()
+    logits = clf.logits(paths, batch_size=4, workers=0)
+    assert seen == [True, True] and stem.weight.is_contiguous()
+    assert torch.allclose(logits, plain_logits, atol=1e-5), (logits - plain_logits).abs().max()
+
+    seen.clear()
+    data = [{"pixel_values": batch["pixel_values"][i], "labels": torch.tensor(i % 2)} for i in range(len(paths))]
+    collate = lambda rows: {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),  # noqa: E731
+                            "labels": torch.stack([r["labels"] for r in rows])}
+    feats, _ = FeatureCache(tmp_path / "feats").get_or_compute(clf.encoder, data, collate_fn=collate, batch_size=4,
+                                                               key_parts=("t",), progress=False)
+    assert seen and all(seen) and stem.weight.is_contiguous()
+    assert torch.allclose(feats, plain_feats, atol=1e-5)
+
+    # Nested inside a block that already converted the weights (fit's training steps): left channels-last.
+    with channels_last(clf.model) as outer:
+        with channels_last(clf.model) as inner:
+            pass
+        assert outer and inner and not stem.weight.is_contiguous()
+    assert stem.weight.is_contiguous()
+    with channels_last(clf.model, False) as on:  # off when asked
+        assert not on and stem.weight.is_contiguous()
