@@ -118,7 +118,7 @@ def split_h(ratings: pd.DataFrame) -> dict:
     active = train.subset(np.isin(train.users, [train.user_index[u] for u in new.user_ids]))
     return {"history": events(old), "new": new, "train": train, "rated": rated, "test": test, "active": active,
             # dev mirrors the protocol inside the training period: the known halves halved again
-            "dev": half_known_split(rated, cutoff=cutoff), "threshold": 0.0,
+            "dev": half_known_split(rated, cutoff=cutoff), "threshold": 0.0, "serve_time": "last_event",
             "new_pairs": set(zip(known.user, known.item)), "split": split.info,
             "group": ("returning (in history)", "new users", set(old.user))}
 
@@ -460,7 +460,9 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
         f"through the common Trainer: {epochs} epochs, AdamW ({loop}), no schedule warmup, fp32 on this CPU. "
         "Every row but the plain one reads time: the query that scores the next item gets a learned vector for "
         "the time since the user's previous event and one for the calendar week of the event it predicts (at "
-        "serving: the gap from the user's last event to the end of training, and the latest week), and learns as "
+        "serving on (a), whose test period follows one time cut: the gap from the user's last event to the end of "
+        "training, and the latest week; on (h) and leave-last-out, whose scored events follow each user's own "
+        "latest event: serve_time='last_event', no gap, that event's week), and learns as "
         "next items only the events the split calls relevant (ratings >= 4 on (a); every rating on (h) and "
         "leave-last-out), reading the others as history. These settings were chosen on the development slice of "
         f"(a) (the last 10% of its training events), not on a test. The plain row is the paper's model ({plain}). "

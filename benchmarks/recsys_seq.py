@@ -36,7 +36,7 @@ def split_llo(ratings, events, binary) -> dict:
     split = leave_k_out(events(ratings, rated=True), k=1, by_time=True)
     train = binary(split.train)
     return {"history": train, "train": train, "rated": split.train, "test": split.test, "threshold": 0.0,
-            "dev": leave_k_out(split.train, k=1, by_time=True), "split": split.info,
+            "serve_time": "last_event", "dev": leave_k_out(split.train, k=1, by_time=True), "split": split.info,
             "group": ("with training events", "none (cold)", set(split.train.user_ids))}
 
 
@@ -103,6 +103,7 @@ def run_start(d: dict, start: str, tables, titles: dict, seed: int, epochs: int,
     from transferkit.common import Callback
 
     model = build(start, d["train"], tables, titles, seed, threshold=d["threshold"])
+    model.serve_time = d.get("serve_time")  # None: requests come at the end of training (a global time cut)
     curve = []
 
     class Curve(Callback):

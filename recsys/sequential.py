@@ -133,7 +133,9 @@ class SequentialRecommender(Recommender):
         self.history: Interactions | None = None
         self.content_mapper: Any = None
         self.time_end: float | None = None  # the latest training event: where calendar periods count from
-        self.serve_time: float | None = None  # "now" for time models; None: the later of time_end and a user's last event
+        # "now" for time models: a time; None: the later of time_end and a user's last event; "last_event": each
+        # user's own last event (serving within a session: the request follows the latest event at once)
+        self.serve_time: float | str | None = None
 
     # -- transfer -------------------------------------------------------------------------------------
     @classmethod
@@ -297,7 +299,14 @@ class SequentialRecommender(Recommender):
             return None, None
         if self.time_end is None:
             raise ValueError("this time model has not been trained: fit it, or load a saved one")
-        now = np.maximum(self.time_end, last) if self.serve_time is None else np.full(len(last), self.serve_time)
+        if isinstance(self.serve_time, str) and self.serve_time != "last_event":
+            raise ValueError(f"serve_time={self.serve_time!r}: pass a time, None (the end of training) or 'last_event'")
+        if self.serve_time is None:
+            now = np.maximum(self.time_end, last)
+        elif self.serve_time == "last_event":
+            now = last
+        else:
+            now = np.full(len(last), float(self.serve_time))
         periods = period_buckets(now, self.time_end, cfg.period_days, cfg.periods)
         return torch.from_numpy(gap_buckets(now - last)), torch.from_numpy(periods)
 

@@ -252,8 +252,13 @@ def test_the_gap_since_the_last_event_changes_the_answer_only_for_a_time_model(t
     model.serve_time = end + 30 * DAY  # a month later: welcome-back first
     ids, _ = model.recommend(users, N=1)
     back = float(np.mean(ids[:, 0] == "welcome-back"))
+    model.serve_time = "last_event"  # within the session: no gap, as a minute later
+    session = hits_at_1(model, answer)
     if time_features == "gap":
-        assert soon >= 0.9 and back >= 0.9, (soon, back)
+        assert soon >= 0.9 and back >= 0.9 and session >= 0.9, (soon, back, session)
+        model.serve_time = "tomorrow"
+        with pytest.raises(ValueError, match="last_event"):
+            model.recommend(users, N=1)
     else:  # the same question twice: one answer, right at most for one of the two times
         assert soon + back <= 1.0 + 1e-9, (soon, back)
 
