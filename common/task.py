@@ -129,6 +129,11 @@ class TransferTask(PushToHubMixin, ABC):
         """The loop settings when ``fit`` gets no ``config`` (a recognizer selects on WER)."""
         return TrainConfig()
 
+    def inference_batch_size(self) -> int | None:
+        """Examples per forward pass of evaluation and feature extraction when ``TrainConfig.eval_batch_size``
+        is unset, where the domain knows better than twice the training batch (None: it does not)."""
+        return None
+
     @abstractmethod
     def training_data(self, train: Any, eval: Any, config: TrainConfig, **options: Any) -> TrainingData:
         """Read and check the user's data; ``options`` are the task's own ``fit`` keywords."""
@@ -204,6 +209,8 @@ class TransferTask(PushToHubMixin, ABC):
         config = config or self.default_config()
         options = {**{k: v for k, v in config.legacy.items() if k != "strategy"}, **options}
         config = config.replace(**{k: options.pop(k) for k in list(options) if k in LOOP_FIELDS})
+        if config.eval_batch_size is None and (batch := self.inference_batch_size()) is not None:
+            config = config.replace(eval_batch_size=batch)
         if "strategy" in options:  # fit(..., strategy="lora") or strategy="auto"
             self.set_strategy(options.pop("strategy"))
         if self.auto:

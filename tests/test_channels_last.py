@@ -96,3 +96,18 @@ def test_features_and_predictions_run_channels_last_and_match_the_plain_path(tmp
     assert stem.weight.is_contiguous()
     with channels_last(clf.model, False) as on:  # off when asked
         assert not on and stem.weight.is_contiguous()
+
+
+def test_photo_sized_cnns_evaluate_in_small_batches_on_a_cpu(vit_dir, monkeypatch):
+    """eval_batch_size unset: a CNN at 128 px or more evaluates and extracts features in pairs on a CPU; a
+    CIFAR-sized input, a ViT, an accelerator or an explicit setting keep their batch."""
+    from transferkit.vision.classifier import CPU_PREDICT_BATCH
+
+    big = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(160)), labels=["a", "b"])
+    small = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(32)), labels=["a", "b"])
+    vit = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert big.inference_batch_size() == CPU_PREDICT_BATCH == 2
+    assert small.inference_batch_size() is None and vit.inference_batch_size() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert big.inference_batch_size() is None

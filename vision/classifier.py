@@ -12,6 +12,7 @@ from PIL import Image
 
 from transferkit.common import TrainConfig, TrainingData, TransferClassifier, load_encoder
 from transferkit.common.features import fingerprint
+from transferkit.common.memory_format import use_channels_last
 from transferkit.common.streams import is_stream
 
 from .data import ImageSet, as_image_set, decoded_images, decoded_pixels, load_image
@@ -261,6 +262,16 @@ class ImageClassifier(TransferClassifier):
         if convolutional and strategy != "linear_probe" and config.head_lr == TrainConfig.head_lr:
             out["head_lr"] = 5 * config.head_lr
         return out
+
+    def inference_batch_size(self) -> int | None:
+        """:data:`CPU_PREDICT_BATCH` for a convolutional network on photo-sized inputs (128 px or more) on a
+        machine without an accelerator: its forward passes ran 2.4x faster in pairs than in batches of 32
+        (see :meth:`predict`); otherwise ``TrainConfig``'s default."""
+        (h, w), _, _ = processor_geometry(self.encoder.processor)
+        accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
+        if accelerated or min(h, w) < 128 or not use_channels_last(self.model, None):
+            return None
+        return CPU_PREDICT_BATCH
 
     def predict(self, images: Any, *, batch_size: int | None = None, workers: int | None = None) -> list[dict]:
         """Label and class probabilities for each image (path, PIL image or array, or a list of them);
