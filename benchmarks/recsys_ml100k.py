@@ -458,7 +458,7 @@ def sequential_part(args, ratings: pd.DataFrame, movies: pd.DataFrame, a: dict, 
         "## (s) Sequential: self-attention over each user's latest items", "",
         f"SASRec (Kang & McAuley 2018; {arch}; full-softmax cross-entropy at every position, as RecBole's default) "
         f"through the common Trainer: {epochs} epochs, AdamW ({loop}), no schedule warmup, fp32 on this CPU. "
-        "Every row but the plain one reads time: the query that scores the next item gets a learned vector for "
+        "Every row but the 'order only' ones reads time: the query that scores the next item gets a learned vector for "
         "the time since the user's previous event and one for the calendar week of the event it predicts (at "
         "serving on (a), whose test period follows one time cut: the gap from the user's last event to the end of "
         "training, and the latest week; on (h) and leave-last-out, whose scored events follow each user's own "
