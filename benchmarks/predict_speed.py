@@ -94,6 +94,17 @@ def model_alone(clf, examples: list, batch_size: int, memory_format: bool | None
     return len(examples) / (time.perf_counter() - t0)
 
 
+def convert_ms(model, repeats: int = 20) -> float:
+    """Milliseconds to convert a model's weights to channels-last and back (what ``predict`` pays per call)."""
+    import torch
+
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.contiguous_format)
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
 def race(name: str, ours, theirs, paths: list[str], targets: list[str], repeats: int) -> dict:
     """Items per second of both sides (alternating, median over repeats), their agreement and accuracies."""
     rates: dict[str, list[float]] = {"transferkit": [], "pipeline": []}
@@ -145,6 +156,7 @@ def main() -> None:
     img["alone"] = {bs: model_alone(ours, paths, bs) for bs in (1, args.batch_size or CPU_PREDICT_BATCH, 32)}
     # channels-last against the plain format, alternating, at the batch sizes a user might pick
     img["formats"] = {(bs, cl): model_alone(ours, paths, bs, cl) for bs in (1, 2, 8, 32) for cl in (False, True)}
+    img["convert_ms"] = convert_ms(ours.model)
     folder, clips, digits = audio_export(data, work, args.probe_per_class)
     clips, digits = clips[:args.clips], digits[:args.clips]
     ours_a = AudioClassifier.load(folder)
@@ -174,6 +186,12 @@ def main() -> None:
               "|---|---|---|---|"]
     lines += [f"| {bs} | {img['formats'][(bs, False)]:.2f} | {img['formats'][(bs, True)]:.2f} | "
               f"{img['formats'][(bs, True)] / img['formats'][(bs, False)]:.2f}x |" for bs in (1, 2, 8, 32)]
+    saved = 1000 / img["formats"][(2, False)] - 1000 / img["formats"][(2, True)]
+    lines += ["", f"Converting the weights to channels-last and back takes {img['convert_ms']:.1f} ms (mean of 20); "
+              + (f"at batch 2 channels-last saves {saved:.2f} ms per photo, so it pays from about "
+                 f"{img['convert_ms'] / saved:.1f} photos per call" if saved > 0 else
+                 "at batch 2 channels-last saved nothing in this run")
+              + " (`predict` converts from `CHANNELS_LAST_MIN_EXAMPLES` examples)."]
     lines += ["", "Accuracies are those of a random-weight encoder after a short probe: this file measures speed, "
               "and the agreement column shows both sides compute the same predictions."]
     print(f"RESULT predict_speed image_speedup={img['speedup']:.2f} audio_speedup={aud['speedup']:.2f} "

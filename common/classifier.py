@@ -297,7 +297,11 @@ class TransferClassifier(TransferTask):
         device = next(self.model.parameters()).device
         chunks = [examples[start:start + batch_size] for start in range(0, len(examples), batch_size)]
         out = []
-        with torch.inference_mode(), channels_last(self.model):
+        # Converting the weights there and back costs several ms (a MobileNetV2: about three photos' worth of what
+        # channels-last saves at batch 2, benchmarks/results/predict_speed.md): a call with fewer examples than
+        # CHANNELS_LAST_MIN_EXAMPLES runs in the plain format.
+        memory_format = None if len(examples) >= CHANNELS_LAST_MIN_EXAMPLES else False
+        with torch.inference_mode(), channels_last(self.model, memory_format):
             for batch in prepared_batches(self.prepare_inputs, chunks, workers):
                 out.append(self.model(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
@@ -453,6 +457,7 @@ def hf_head_weights(folder: Path, head_path: str) -> dict[str, torch.Tensor]:
     return head
 
 
+CHANNELS_LAST_MIN_EXAMPLES = 4  # logits() of fewer examples keep the plain format (see there)
 PREDICT_WORKERS = 2  # threads decoding the next batches while the model runs one (Pillow and soundfile release the GIL)
 
 

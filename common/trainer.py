@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
-from .memory_format import use_channels_last
+from .memory_format import channels_last
 from .precision import resolve_mixed_precision
 from .resume import (
     STEP_PREFIX,
@@ -400,10 +400,13 @@ class Trainer:
         if not stream and len(train_dataset) == 0:
             raise ValueError("the training set is empty")
         self._upcast_half_trainables()
-        channels_last = use_channels_last(self.model, cfg.channels_last)
-        if channels_last:  # for the training steps only (undone when fit returns)
-            # The weights only: a convolution whose weight is channels-last returns channels-last outputs.
-            self.model.to(memory_format=torch.channels_last)
+        # Channels-last weights for the training steps only: fit hands the model back in the plain format (also
+        # when it fails), so its predictions match a model loaded from its files exactly.
+        with channels_last(self.model, cfg.channels_last):
+            return self._fit(train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths, stream)
+
+    def _fit(self, train_dataset, eval_dataset, collate_fn, eval_collate_fn, lengths, stream: bool) -> TrainResult:
+        cfg = self.config
         acc = self.accelerator = _make_accelerator(self.mixed_precision, cfg.grad_accum_steps, cfg.report_to,
                                                    self.out / "tracking", cfg.find_unused_parameters)
         from accelerate.utils import set_seed
@@ -481,8 +484,6 @@ class Trainer:
             tracker.finish()
         # Drop Accelerate's autocast wrapper: after training the model predicts in full precision.
         self.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
-        if channels_last:  # back to the plain format: predictions then match a model loaded from the files
-            self.model.to(memory_format=torch.contiguous_format)
         self._plot(state["history"])
         return TrainResult(history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
                            skipped_steps=state["skipped"], stopped_early=self._patience_spent(state), steps=state["global_step"],

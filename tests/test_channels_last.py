@@ -45,7 +45,7 @@ def test_channels_last_gives_the_plain_weights(tmp_path, monkeypatch):
 
 
 def test_channels_last_default_is_on_for_cnns_only(vit_dir):
-    from transferkit.common.trainer import use_channels_last
+    from transferkit.common.memory_format import use_channels_last
 
     cnn = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(16)), labels=["a", "b"])
     vit = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
