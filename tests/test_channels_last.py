@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from conftest import two_class_images, write_folder
 from test_prefix_cache import TinyCNN
@@ -78,6 +80,9 @@ def test_features_and_predictions_run_channels_last_and_match_the_plain_path(tmp
     logits = clf.logits(paths, batch_size=4, workers=0)
     assert seen == [True, True] and stem.weight.is_contiguous()
     assert torch.allclose(logits, plain_logits, atol=1e-5), (logits - plain_logits).abs().max()
+    seen.clear()
+    clf.logits(paths[:1], workers=0)  # one photo: the conversion would cost more than it saves
+    assert seen == [False]
 
     seen.clear()
     data = [{"pixel_values": batch["pixel_values"][i], "labels": torch.tensor(i % 2)} for i in range(len(paths))]
@@ -98,12 +103,12 @@ def test_features_and_predictions_run_channels_last_and_match_the_plain_path(tmp
         assert not on and stem.weight.is_contiguous()
 
 
-def test_photo_sized_cnns_evaluate_in_small_batches_on_a_cpu(vit_dir, monkeypatch):
+def test_photo_sized_cnns_evaluate_in_small_batches_on_a_cpu(vit_dir, monkeypatch, tmp_path):
     """eval_batch_size unset: a CNN at 128 px or more evaluates and extracts features in pairs on a CPU; a
     CIFAR-sized input, a ViT, an accelerator or an explicit setting keep their batch."""
     from transferkit.vision.classifier import CPU_PREDICT_BATCH
 
-    big = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(160)), labels=["a", "b"])
+    big = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(160)), labels=["bright", "dark"])
     small = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(32)), labels=["a", "b"])
     vit = ImageClassifier.from_pretrained(str(vit_dir), labels=["a", "b"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -111,3 +116,34 @@ def test_photo_sized_cnns_evaluate_in_small_batches_on_a_cpu(vit_dir, monkeypatc
     assert small.inference_batch_size() is None and vit.inference_batch_size() is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert big.inference_batch_size() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # fit applies it: features and validation passes run in pairs, and the run's config says so
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "decoded"))
+    folder = write_folder(tmp_path / "imgs", *two_class_images(n=8))
+    sizes = []
+    big.encoder.module.stem.register_forward_hook(lambda m, i, o: sizes.append(len(o)))
+    big.fit(str(folder), eval=str(folder), strategy="linear_probe", epochs=1, batch_size=8, seed=0, progress=False,
+            plot=False, output_dir=str(tmp_path / "run"))
+    assert sizes and max(sizes) == CPU_PREDICT_BATCH
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["eval_batch_size"] == CPU_PREDICT_BATCH
+
+
+def test_a_failed_fit_hands_the_weights_back_in_the_plain_format(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "decoded"))
+    folder = write_folder(tmp_path / "imgs", *two_class_images(n=8))
+    clf = ImageClassifier(load_encoder(TinyCNN(), feature_dim=16, processor=image_processor(16)), labels=["bright", "dark"],
+                          strategy="finetune")
+    seen = []
+
+    class Boom(Callback):
+        def on_batch_end(self, trainer, loss):
+            seen.append(trainer.model.encoder.module.stem.weight.is_contiguous())
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        clf.fit(str(folder), epochs=1, batch_size=4, progress=False, plot=False, channels_last=True,
+                callbacks=[Boom()], output_dir=str(tmp_path / "run"))
+    assert seen == [False]  # channels-last while it trained
+    assert clf.encoder.module.stem.weight.is_contiguous()

@@ -265,8 +265,9 @@ class ImageClassifier(TransferClassifier):
 
     def inference_batch_size(self) -> int | None:
         """:data:`CPU_PREDICT_BATCH` for a convolutional network on photo-sized inputs (128 px or more) on a
-        machine without an accelerator: its forward passes ran 2.4x faster in pairs than in batches of 32
-        (see :meth:`predict`); otherwise ``TrainConfig``'s default."""
+        machine without an accelerator: its forward passes ran 3.1x faster in pairs than in batches of 32
+        (MobileNetV2 at 224 px, channels-last, one thread: benchmarks/results/predict_speed.md); otherwise
+        ``TrainConfig``'s default."""
         (h, w), _, _ = processor_geometry(self.encoder.processor)
         accelerated = torch.cuda.is_available() or torch.backends.mps.is_available()
         if accelerated or min(h, w) < 128 or not use_channels_last(self.model, None):
