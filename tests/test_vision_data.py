@@ -125,6 +125,27 @@ def test_hf_dataset_source_keeps_its_columns(images):
     assert ds.column_names == ["image", "label"]
 
 
+def test_a_broken_image_in_a_hf_dataset_is_skipped_and_counted(images, tmp_path, monkeypatch):
+    """Regression: the Image column was read decoded, so one broken JPEG raised while the rows were listed."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    imgs, labels = images
+    encoded = []
+    for x in imgs:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="PNG")
+        encoded.append({"bytes": buf.getvalue(), "path": None})
+    encoded.append({"bytes": b"\xff\xd8\xff not a jpeg", "path": "broken.jpg"})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["bright", "dark"])})
+    ds = datasets.Dataset.from_dict({"image": encoded, "label": [["bright", "dark"].index(y) for y in labels] + [0]},
+                                    features=features)
+    s = ImageSet.from_hf(ds)
+    assert len(s) == len(imgs) and sum(s.skipped.values()) == 1
+    assert s.targets == [str(y) for y in labels]
+    img, label = s[1]
+    assert label == labels[1] and img.size == (16, 16)
+
+
 def test_fingerprint_changes_with_content(tmp_path, images):
     a = ImageSet.from_arrays(*images)
     b = ImageSet.from_arrays([x.copy() for x in images[0]], images[1])

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transferkit.common.features import fingerprint
 from transferkit.common.sources import LabelledSource, dataset_targets, read_folder, read_manifest
+from transferkit.common.streams import undecoded
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,18 @@ class ImageSet(Sequence):
         return ds.validate() if validate else ds
 
     @classmethod
-    def from_hf(cls, dataset: Any, *, image_column: str = "image", label_column: str | None = None) -> ImageSet:
-        """A ``datasets.Dataset``; ClassLabel integers become their names. Columns are only read, never dropped."""
+    def from_hf(cls, dataset: Any, *, image_column: str = "image", label_column: str | None = None,
+                validate: bool = True) -> ImageSet:
+        """A ``datasets.Dataset``; ClassLabel integers become their names. Columns are only read, never dropped.
+        With ``validate``, images that do not decode are dropped, counted and logged, as from a folder."""
         if image_column not in dataset.column_names:
             raise ValueError(f"dataset has no column {image_column!r}; it has {dataset.column_names}")
         _, targets = dataset_targets(dataset, label_column)
-        return cls(_HFColumn(dataset, image_column), targets, origin="datasets.Dataset")
+        # Read undecoded ({"bytes", "path"}): decoded by datasets, one broken file would raise while the rows are
+        # read, and every photo would be held decoded in memory; here each decodes when used, and a broken one is
+        # skipped and counted like a broken file in a folder.
+        ds = cls(_HFColumn(undecoded(dataset, image_column), image_column), targets, origin="datasets.Dataset")
+        return ds.validate() if validate else ds
 
     @classmethod
     def from_arrays(cls, images: Sequence[Any], labels: Sequence[Any] | None = None) -> ImageSet:
