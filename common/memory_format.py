@@ -54,6 +54,7 @@ def channels_last(model: nn.Module, setting: bool | None = None) -> Iterator[boo
 
 
 def _is_channels_last(model: nn.Module) -> bool:
+    # A 1x1 kernel is contiguous in both formats, so the first larger one tells.
     weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-2:] != (1, 1)]
     weights = weights or [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     w = weights[0] if weights else None
